@@ -19,7 +19,7 @@ import click
 
 from corpus import __version__
 from corpus.config import config_options
-from corpus.errors import MathcorpusError
+from corpus.errors import FatalError, MathcorpusError
 from corpus.registry import command_entry_points
 from corpus.runner import RunOptions, options_from
 
@@ -37,6 +37,17 @@ def _load(spec: str) -> click.Command:
     return getattr(__import__(mod, fromlist=[attr]), attr)
 
 
+def _unavailable(name: str, exc: ImportError) -> click.Command:
+    message = (f"command '{name}' could not be loaded ({exc}); reinstall mathcorpus with "
+               "`pip install -e .` or check the optional extras it needs")
+
+    def fail() -> None:
+        raise FatalError(message)
+
+    return click.Command(name, callback=fail, help=message, short_help=f"(unavailable: {exc})",
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+
+
 class LazyGroup(click.Group):
     """Root group that resolves built-in and entry-point commands on first use."""
 
@@ -48,10 +59,14 @@ class LazyGroup(click.Group):
         cmd = super().get_command(ctx, name)
         if cmd is not None:
             return cmd
-        if name in _BUILTIN:
-            return _load(_BUILTIN[name])
         ep = command_entry_points().get(name)
-        return ep.load() if ep is not None else None
+        if name not in _BUILTIN and ep is None:
+            return None
+        try:
+            return _load(_BUILTIN[name]) if name in _BUILTIN else ep.load()
+        except ImportError as exc:
+            # One broken plugin must not take the whole CLI (and its --help) down with it.
+            return _unavailable(name, exc)
 
     def invoke(self, ctx: click.Context) -> Any:
         debug = bool(ctx.params.get("debug")) or os.environ.get("MATHCORPUS_DEBUG") == "1"

@@ -328,12 +328,38 @@ def _quiet_task_logs() -> None:
         return
     from loguru import logger
 
-    # datatrove adds exactly two handlers per task: stderr, then the task log file.
+    # datatrove adds two handlers per task: stderr at INFO and the task's log file. Keep the
+    # file (identified by its task_NNNNN.log name) and put a WARNING-level stderr handler back.
     handlers = getattr(logger._core, "handlers", {})  # type: ignore[attr-defined]
     for hid, h in list(handlers.items()):
-        if getattr(h, "_name", "") == "<stderr>":
+        if "task_" not in str(getattr(h, "_name", "")):
             logger.remove(hid)
-            logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
+    logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
+
+
+def _install_quiet_task_logger() -> None:
+    """Wrap datatrove's per-task logger setup so tasks do not flood stderr at INFO.
+
+    datatrove re-adds an INFO stderr handler at the start of every task (before our step
+    runs); the wrapper applies :func:`_quiet_task_logs` right after it. Full logs stay in
+    the task log files.
+    """
+    import datatrove.executor.base as base
+
+    if getattr(base.add_task_logger, "_mathcorpus", False):
+        return
+    original = base.add_task_logger
+
+    def add_task_logger(*args: Any, **kwargs: Any) -> Any:
+        logfile = original(*args, **kwargs)
+        _quiet_task_logs()
+        return logfile
+
+    add_task_logger._mathcorpus = True  # type: ignore[attr-defined]
+    base.add_task_logger = add_task_logger
+
+
+_install_quiet_task_logger()
 
 
 # ----------------------------------------------------------------------------- executors
