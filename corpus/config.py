@@ -125,9 +125,9 @@ class StageConfig:
         for raw_key, value in data.items():
             key = str(raw_key).replace("-", "_")
             if key not in fields:
+                valid = f"valid keys: {', '.join(sorted(fields))}" if fields else "this stage takes no options"
                 raise ConfigError(
-                    f"{source}: unknown key '{raw_key}' for {cls.section}{closest(key, fields)} "
-                    f"(valid keys: {', '.join(sorted(fields))})"
+                    f"{source}: unknown key '{raw_key}' for {cls.section}{closest(key, fields)} ({valid})"
                 )
             f = fields[key]
             value = _coerce(value, hints[key], f"{source}: key '{raw_key}'")

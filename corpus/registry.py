@@ -22,6 +22,7 @@ STAGES_GROUP = "mathcorpus.stages"
 
 # Stages that live in corpus/ itself (no entry point needed, but listed the same way).
 _BUILTIN_STAGES = {
+    "copy": "corpus.passthrough:CopyStage",
     "dedup-exact": "corpus.dedup:ExactDedupStage",
     "dedup-minhash": "corpus.dedup:MinhashDedupStage",
     "export": "corpus.export.stage:ExportStage",

@@ -92,10 +92,15 @@ class RunOptions(StageConfig):
 # ----------------------------------------------------------------------------- contexts
 @dataclass
 class RunContext:
-    """What every task of one stage run knows (picklable: paths and options only)."""
+    """What every task of one stage run knows (picklable: paths and options only).
+
+    ``files`` is None when the input is produced by an earlier stage that has not run yet
+    (a whole pipeline submitted to Slurm at once); each task then lists ``inputs`` itself,
+    which gives the same sorted list everywhere.
+    """
 
     stage_name: str
-    files: list[str]
+    files: list[str] | None
     output: str
     options: RunOptions
     tasks: int
@@ -103,13 +108,20 @@ class RunContext:
     side_dir: str
     logging_dir: str
     bad_files: list[dict[str, str]] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
+
+    def all_files(self) -> list[str]:
+        if self.files is None:
+            self.files = list_input_files(self.inputs)
+        return self.files
 
     def task_files(self, rank: int) -> list[str]:
         """Contiguous share of the sorted input files for ``rank`` (keeps input order)."""
-        n, k = len(self.files), self.tasks
+        files = self.all_files()
+        n, k = len(files), self.tasks
         lo = rank * n // k
         hi = (rank + 1) * n // k
-        return self.files[lo:hi]
+        return files[lo:hi]
 
     @property
     def stats_dir(self) -> str:
@@ -141,10 +153,17 @@ class TaskContext:
 
 @dataclass
 class BatchResult:
-    """What a stage returns for one batch. ``removed`` must carry a ``removal_reason`` column."""
+    """What a stage returns for one batch. ``removed`` must carry a ``removal_reason`` column.
+
+    ``inputs_kept`` is for stages that write new rows instead of filtering (synth: one seed
+    document gives several generated records): it says how many *input* documents the kept
+    rows stand for, so the ``docs in == kept + removed`` check stays about input documents.
+    ``None`` means one input document per kept row (every filtering stage).
+    """
 
     kept: pa.RecordBatch | pa.Table
     removed: pa.RecordBatch | pa.Table | None = None
+    inputs_kept: int | None = None
 
 
 @dataclass
@@ -225,7 +244,7 @@ def run_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> dict[
                          row_group_rows=o.row_group_rows)
     removed_w = ShardWriter(run.removed_dir, run.stage_name, rank, max_rows=o.shard_rows,
                             max_bytes=o.shard_mb << 20, row_group_rows=o.row_group_rows)
-    docs_in = bytes_in = kept = 0
+    docs_in = bytes_in = kept = kept_inputs = 0
     removed: Counter = Counter()
     bad: list[dict[str, str]] = []
     t0 = time.monotonic()
@@ -244,6 +263,7 @@ def run_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> dict[
                     kept_t = _as_table(res.kept)
                     kept_w.write(kept_t)
                     kept += kept_t.num_rows
+                    kept_inputs += kept_t.num_rows if res.inputs_kept is None else res.inputs_kept
                     if res.removed is not None and res.removed.num_rows:
                         rem = _as_table(res.removed)
                         if schema.REMOVAL_REASON not in rem.schema.names:
@@ -274,11 +294,12 @@ def run_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> dict[
     finally:
         progress.close()
     n_removed = sum(removed.values())
-    if docs_in != kept + n_removed:
-        raise FatalError(f"stage {run.stage_name} task {rank}: {docs_in} docs in but {kept} kept + "
+    if docs_in != kept_inputs + n_removed:
+        raise FatalError(f"stage {run.stage_name} task {rank}: {docs_in} docs in but {kept_inputs} kept + "
                          f"{n_removed} removed; documents were lost. This is a bug: please report it.")
     stats = {
         "rank": rank, "files": files, "docs_in": docs_in, "bytes_in": bytes_in, "kept": kept,
+        "kept_inputs": kept_inputs,
         "removed": dict(sorted(removed.items())), "bad_files": bad, "counters": dict(task.counters),
         "extra": task.extra, "seconds": round(time.monotonic() - t0, 3),
     }
@@ -319,44 +340,58 @@ class _PhaseStep(PipelineStep):
         return None
 
 
-def _quiet_task_logs() -> None:
-    """datatrove logs every task at INFO to stderr; keep stderr for progress and warnings.
+def _stderr_level() -> str:
+    return "INFO" if os.environ.get("MATHCORPUS_VERBOSE") == "1" else "WARNING"
 
-    Task logs still go in full to the log file under the logging dir.
+
+def _quiet_task_logs() -> None:
+    """Keep the task's log file handler and put a WARNING-level stderr handler back.
+
+    datatrove logs every task at INFO to stderr; we keep stderr for progress and warnings
+    (``-v`` restores INFO). The full log still goes to the task log file.
     """
-    if os.environ.get("MATHCORPUS_VERBOSE") == "1":
-        return
     from loguru import logger
 
-    # datatrove adds two handlers per task: stderr at INFO and the task's log file. Keep the
-    # file (identified by its task_NNNNN.log name) and put a WARNING-level stderr handler back.
     handlers = getattr(logger._core, "handlers", {})  # type: ignore[attr-defined]
     for hid, h in list(handlers.items()):
         if "task_" not in str(getattr(h, "_name", "")):
             logger.remove(hid)
-    logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
+    logger.add(sys.stderr, level=_stderr_level(), format="{level}: {message}")
 
 
 def _install_quiet_task_logger() -> None:
-    """Wrap datatrove's per-task logger setup so tasks do not flood stderr at INFO.
+    """Replace datatrove's per-task logger setup/teardown with quieter equivalents.
 
-    datatrove re-adds an INFO stderr handler at the start of every task (before our step
-    runs); the wrapper applies :func:`_quiet_task_logs` right after it. Full logs stay in
-    the task log files.
+    datatrove's versions add an INFO stderr handler at task start and reset to a DEBUG
+    stderr handler at task end, so every task floods the terminal. Ours log the same lines
+    in full to ``logs/task_NNNNN.log`` and only warnings (or INFO with ``-v``) to stderr.
     """
     import datatrove.executor.base as base
+    from loguru import logger
 
     if getattr(base.add_task_logger, "_mathcorpus", False):
         return
-    original = base.add_task_logger
 
-    def add_task_logger(*args: Any, **kwargs: Any) -> Any:
-        logfile = original(*args, **kwargs)
-        _quiet_task_logs()
+    def add_task_logger(logging_dir: Any, rank: int, local_rank: int = 0, node_rank: int = -1) -> Any:
+        logger.remove()
+        logfile = logging_dir.open(f"logs/task_{rank:05d}.log", "w")
+        prefix = f"[NODE {node_rank}] " if node_rank != -1 else ""
+        logger.add(sys.stderr, level=_stderr_level() if local_rank == 0 else "ERROR",
+                   format=prefix + "{level}: {message}")
+        logger.add(logfile, level="DEBUG", colorize=False,
+                   format=prefix + "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {name}:{function}:{line} - {message}")
+        logger.info(f"Launching pipeline for {rank=}")
         return logfile
+
+    def close_task_logger(logfile: Any) -> None:
+        logger.complete()
+        logger.remove()
+        logger.add(sys.stderr, level=_stderr_level(), format="{level}: {message}")
+        logfile.close()
 
     add_task_logger._mathcorpus = True  # type: ignore[attr-defined]
     base.add_task_logger = add_task_logger
+    base.close_task_logger = close_task_logger
 
 
 _install_quiet_task_logger()
@@ -425,36 +460,88 @@ def is_complete(output: str) -> bool:
     return os.path.exists(stage_summary_path(output))
 
 
-def run_stage(stage: Stage, inputs: Sequence[str], output: str, opts: RunOptions | None = None) -> dict[str, Any]:
-    """Run ``stage`` over ``inputs`` into ``output``; returns the run summary.
+@dataclass
+class StagePlan:
+    """A stage ready to run: its context and the chain of datatrove executors (phases, map, finalize)."""
 
-    Raises InputError before writing anything when an input file is bad (unless
-    ``skip_bad_files``), FatalError when documents would be lost.
+    stage: Stage
+    run: RunContext
+    executors: list[Any]
+    skipped_summary: dict[str, Any] | None = None
+
+    @property
+    def first(self) -> Any:
+        return self.executors[0] if self.executors else None
+
+    @property
+    def last(self) -> Any:
+        return self.executors[-1] if self.executors else None
+
+
+class _FinalizeStep(PipelineStep):
+    """Last phase of every stage (1 task): sum task stats, check counts, stage.finalize, summary.json."""
+
+    name = "mathcorpus finalize"
+    type = "mathcorpus"
+
+    def __init__(self, stage: Stage, run: RunContext) -> None:
+        super().__init__()
+        self.stage = stage
+        self.run_ctx = run
+
+    def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> Any:
+        _quiet_task_logs()
+        finalize_stage(self.stage, self.run_ctx)
+        return None
+
+
+def finalize_stage(stage: Stage, run: RunContext) -> dict[str, Any]:
+    summary = collect_summary(run)
+    stage.finalize(run, summary)
+    atomic_write_json(stage_summary_path(run.output), summary)
+    return summary
+
+
+def plan_stage(stage: Stage, inputs: Sequence[str], output: str, opts: RunOptions | None = None, *,
+               depends: Any = None, deferred_inputs: bool = False) -> StagePlan:
+    """Check inputs and output, write OUTPUT/_run/config.json, and build the executor chain.
+
+    With ``deferred_inputs`` (an earlier stage of a submitted pipeline will produce them)
+    nothing is listed now: tasks list the inputs when they start, and ``tasks`` must be set.
     """
     opts = opts or RunOptions()
-    files = list_input_files(inputs)
-    out_abs = os.path.abspath(output)
-    for f in files:
-        if os.path.abspath(f).startswith(out_abs + os.sep):
-            raise ConfigError(f"{f}: an input file lies inside the output folder {output}; choose another -o")
-    problems = preflight(files)
     bad: list[dict[str, str]] = []
-    if problems:
-        if not opts.skip_bad_files:
-            path, exc = problems[0]
-            more = f" ({len(problems) - 1} more bad file(s))" if len(problems) > 1 else ""
-            raise type(exc)(f"{exc}{more}. Nothing was written.")
-        bad = [{"path": p, "error": str(e)} for p, e in problems]
-        bad_paths = {p for p, _ in problems}
-        files = [f for f in files if f not in bad_paths]
-    tasks = opts.tasks or max(1, len(files))
-    tasks = max(1, min(tasks, max(1, len(files))))
+    files: list[str] | None
+    if deferred_inputs:
+        if not opts.tasks:
+            raise ConfigError(f"stage {stage.name}: its input comes from an earlier stage, so set 'tasks' "
+                              f"(e.g. --tasks 64) when submitting the whole pipeline to {opts.executor}")
+        files = None
+        tasks = opts.tasks
+    else:
+        files = list_input_files(inputs)
+        out_abs = os.path.abspath(output)
+        for f in files:
+            if os.path.abspath(f).startswith(out_abs + os.sep):
+                raise ConfigError(f"{f}: an input file lies inside the output folder {output}; choose another -o")
+        problems = preflight(files)
+        if problems:
+            if not opts.skip_bad_files:
+                path, exc = problems[0]
+                more = f" ({len(problems) - 1} more bad file(s))" if len(problems) > 1 else ""
+                raise type(exc)(f"{exc}{more}. Nothing was written.")
+            bad = [{"path": p, "error": str(e)} for p, e in problems]
+            bad_paths = {p for p, _ in problems}
+            files = [f for f in files if f not in bad_paths]
+        tasks = opts.tasks or max(1, len(files))
+        tasks = max(1, min(tasks, max(1, len(files))))
     logging_dir = opts.logging_dir or os.path.join(output, LOGS_DIR)
     run = RunContext(stage_name=stage.name, files=files, output=output, options=opts, tasks=tasks,
                      removed_dir=opts.removed_dir or os.path.join(output, REMOVED_DIR),
-                     side_dir=os.path.join(output, SIDE_DIR), logging_dir=logging_dir, bad_files=bad)
+                     side_dir=os.path.join(output, SIDE_DIR), logging_dir=logging_dir, bad_files=bad,
+                     inputs=list(inputs))
     config_path = os.path.join(output, RUN_DIR, "config.json")
-    fp = _fingerprint(stage, files, tasks)
+    fp = _fingerprint(stage, files if files is not None else list(inputs), tasks)
     if os.path.exists(config_path):
         with open(config_path, encoding="utf-8") as fh:
             old = json.load(fh).get("fingerprint")
@@ -470,7 +557,10 @@ def run_stage(stage: Stage, inputs: Sequence[str], output: str, opts: RunOptions
             raise ConfigError(f"{output}: the output folder exists and is not empty; pass --overwrite or choose "
                               "another output folder")
         shutil.rmtree(output)
-    os.makedirs(output, exist_ok=True)
+    try:
+        os.makedirs(output, exist_ok=True)
+    except OSError as exc:
+        raise FatalError(f"{output}: cannot create the output folder ({exc}); check permissions and free space") from exc
     atomic_write_json(config_path, {
         "mathcorpus_version": __version__, "fingerprint": fp, "executor": opts.to_dict(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -479,34 +569,53 @@ def run_stage(stage: Stage, inputs: Sequence[str], output: str, opts: RunOptions
         with open(stage_summary_path(output), encoding="utf-8") as fh:
             summary = json.load(fh)
         summary["skipped"] = True
-        return summary
-    t0 = time.monotonic()
-    stage.prepare(run)
-    previous = None
-    executors = []
-    for ph in stage.pre_phases(run):
-        ex = make_executor([_PhaseStep(ph, run)], ph.tasks, opts, os.path.join(logging_dir, ph.name),
-                           f"{stage.name}-{ph.name}", depends=previous)
+        return StagePlan(stage, run, [], skipped_summary=summary)
+    # summary.json is the stage's completion mark; without it the finalize phase must run again
+    # even if a killed earlier attempt left its datatrove completion marker behind.
+    stale = os.path.join(logging_dir, "finalize", "completions", "00000")
+    if os.path.exists(stale):
+        os.unlink(stale)
+    if not deferred_inputs:
+        stage.prepare(run)
+    executors: list[Any] = []
+    previous = depends
+    phases = [(ph.name, [_PhaseStep(ph, run)], ph.tasks) for ph in stage.pre_phases(run)]
+    phases.append(("map", [_MapStep(stage, run)], tasks))
+    phases.append(("finalize", [_FinalizeStep(stage, run)], 1))
+    for name, steps, n in phases:
+        ex = make_executor(steps, n, opts, os.path.join(logging_dir, name), f"{stage.name}-{name}", depends=previous)
         executors.append(ex)
         previous = ex
-    main = make_executor([_MapStep(stage, run)], tasks, opts, os.path.join(logging_dir, "map"),
-                         f"{stage.name}-map", depends=previous)
-    executors.append(main)
+    return StagePlan(stage, run, executors)
+
+
+def run_stage(stage: Stage, inputs: Sequence[str], output: str, opts: RunOptions | None = None) -> dict[str, Any]:
+    """Run ``stage`` over ``inputs`` into ``output``; returns the run summary.
+
+    Raises InputError before writing anything when an input file is bad (unless
+    ``skip_bad_files``), FatalError when documents would be lost. With executor=slurm the
+    chain is submitted and ``{"submitted": True}`` is returned; `pipeline status` follows it.
+    """
+    opts = opts or RunOptions()
+    plan = plan_stage(stage, inputs, output, opts)
+    if plan.skipped_summary is not None:
+        return plan.skipped_summary
+    t0 = time.monotonic()
     if opts.executor == "slurm":
-        main.run()  # datatrove submits the dependency chain; summaries come from `pipeline status`
-        return {"stage": stage.name, "submitted": True, "tasks": tasks}
-    for ex in executors:
+        plan.last.run()  # datatrove submits the whole dependency chain
+        return {"stage": stage.name, "submitted": True, "tasks": plan.run.tasks, "output": output}
+    for ex in plan.executors:
         ex.run()
-    summary = collect_summary(run)
+    with open(stage_summary_path(output), encoding="utf-8") as fh:
+        summary = json.load(fh)
     summary["seconds"] = round(time.monotonic() - t0, 3)
-    stage.finalize(run, summary)
     atomic_write_json(stage_summary_path(output), summary)
     return summary
 
 
 def collect_summary(run: RunContext) -> dict[str, Any]:
     """Sum per-task stats and check ``docs_in == kept + removed`` over the whole run."""
-    docs_in = bytes_in = kept = 0
+    docs_in = bytes_in = kept = kept_inputs = 0
     removed: Counter = Counter()
     counters: Counter = Counter()
     bad = list(run.bad_files)
@@ -520,16 +629,17 @@ def collect_summary(run: RunContext) -> dict[str, Any]:
         docs_in += s["docs_in"]
         bytes_in += s["bytes_in"]
         kept += s["kept"]
+        kept_inputs += s.get("kept_inputs", s["kept"])
         removed.update(s["removed"])
         counters.update(s.get("counters", {}))
         bad.extend(s["bad_files"])
     n_removed = sum(removed.values())
-    if docs_in != kept + n_removed:
-        raise FatalError(f"{run.output}: {docs_in} docs in but {kept} kept + {n_removed} removed")
+    if docs_in != kept_inputs + n_removed:
+        raise FatalError(f"{run.output}: {docs_in} docs in but {kept_inputs} kept + {n_removed} removed")
     return {
         "stage": run.stage_name, "mathcorpus_version": __version__, "output": run.output,
-        "removed_dir": run.removed_dir, "inputs": len(run.files) + len(run.bad_files), "tasks": run.tasks,
-        "docs_in": docs_in, "bytes_in": bytes_in, "kept": kept, "removed": n_removed,
+        "removed_dir": run.removed_dir, "inputs": len(run.all_files()) + len(run.bad_files), "tasks": run.tasks,
+        "docs_in": docs_in, "bytes_in": bytes_in, "kept": kept, "kept_inputs": kept_inputs, "removed": n_removed,
         "removed_by_reason": dict(sorted(removed.items())), "bad_files": bad, "counters": dict(counters),
         "check": "docs_in == kept + removed",
     }

@@ -229,3 +229,80 @@ def token_spans(text: str) -> tuple[list[str], list[int], list[int]]:
     starts = [i * n // k for i in range(len(tokens))]
     ends = [min(n, (i + 1) * n // k) for i in range(len(tokens))]
     return tokens, starts, ends
+
+
+# ----------------------------------------------------------------------------- Arrow batches
+# Added for dedup's hot path (corpus/dedup.py). These return exactly what the functions above
+# return, element by element, but work on a whole Arrow string array at once: ASCII documents
+# (most of an English/LaTeX corpus) are normalized with pyarrow's RE2 kernels, and only
+# documents with non-ASCII characters go through normalize_text itself, because NFKC and
+# Unicode lowercasing in utf8proc and in Python's unicodedata can differ on rare characters.
+_ASCII_RENAME_RE = r"\\(" + "|".join(sorted(LATEX_RENAME, key=len, reverse=True)) + r")([^a-z]|$)"
+_ASCII_DROP_RE = r"\\(" + "|".join(sorted(LATEX_DROP, key=len, reverse=True)) + r")([^a-z]|$)"
+_RE2_CJK_CLASS = "".join(f"\\x{{{lo:X}}}-\\x{{{hi:X}}}" for lo, hi in CJK_RANGES)
+
+
+def _normalize_ascii(arr: "pa.Array") -> "pa.Array":
+    import pyarrow.compute as pc
+
+    t = pc.ascii_lower(arr)
+    if pc.any(pc.match_substring(t, "\\")).as_py():
+        # RE2 has no look-ahead, so the character after a command is matched and put back;
+        # that consumes the backslash of a directly following command, which the second pass
+        # then catches (two passes suffice: pass one takes every other command of a run).
+        for pattern, repl in ((_ASCII_RENAME_RE, "\\\\frac\\2"), (_ASCII_DROP_RE, " \\2")):
+            for _ in range(2):
+                t = pc.replace_substring_regex(t, pattern, repl)
+    t = pc.replace_substring_regex(t, "[^a-z0-9]+", " ")
+    return pc.utf8_trim(t, " ")
+
+
+def normalize_batch(texts: "pa.Array | pa.ChunkedArray") -> "pa.StringArray":
+    """:func:`normalize_text` of every element of an Arrow string array (nulls stay null)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    if pa.types.is_large_string(texts.type):
+        texts = pc.cast(texts, pa.string())
+    if len(texts) == 0:
+        return pa.array([], pa.string())
+    is_ascii = pc.fill_null(pc.string_is_ascii(texts), True).to_numpy(zero_copy_only=False)
+    if is_ascii.all():
+        return _normalize_ascii(texts)
+    other = np.flatnonzero(~is_ascii)
+    slow = pa.array([normalize_text(t) for t in texts.take(pa.array(other)).to_pylist()], pa.string())
+    if len(other) == len(texts):
+        return slow
+    fast_idx = np.flatnonzero(is_ascii)
+    fast = _normalize_ascii(texts.take(pa.array(fast_idx)))
+    order = np.argsort(np.concatenate([fast_idx, other]), kind="stable")
+    return pa.concat_arrays([fast, slow]).take(pa.array(order))
+
+
+def tokenize_batch(texts: "pa.Array | pa.ChunkedArray") -> "pa.ListArray":
+    """:func:`tokenize` of every element, as an Arrow ``list<string>`` array (null text: no tokens)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    norm = normalize_batch(texts)
+    n = len(norm)
+    if n == 0:
+        return pa.array([], pa.list_(pa.string()))
+    if not pc.all(pc.fill_null(pc.string_is_ascii(norm), True)).as_py():
+        # each CJK character becomes its own token: surround it with spaces, then split
+        norm = pc.replace_substring_regex(norm, f"([{_RE2_CJK_CLASS}])", " \\1 ")
+    parts = pc.split_pattern(pc.fill_null(norm, ""), " ")
+    values = parts.flatten()
+    keep = pc.greater(pc.binary_length(values), 0)
+    if pc.all(keep).as_py():
+        return parts
+    parent = pc.list_parent_indices(parts).to_numpy()
+    keep_np = keep.to_numpy(zero_copy_only=False)
+    counts = np.bincount(parent[keep_np], minlength=n)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), values.filter(keep))
