@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 from datatrove.pipeline.base import PipelineStep
 
@@ -70,6 +71,8 @@ class RunOptions(StageConfig):
                                              "(default OUTPUT/_logs).")
     removed_dir: str | None = opt(None, help="Where removed documents go (default OUTPUT/_removed).")
     overwrite: bool = opt(False, help="Delete an existing output of a different run instead of refusing.")
+    allow_duplicate_ids: bool = opt(False, help="Only count ids that occur more than once across the input "
+                                                "instead of failing the stage (ids should be unique).")
     slurm_partition: str | None = opt(None, help="Slurm partition (executor=slurm).")
     slurm_time: str = opt("24:00:00", help="Slurm time limit per job (executor=slurm).")
     slurm_cpus_per_task: int = opt(1, help="CPUs per Slurm task (executor=slurm).")
@@ -168,7 +171,7 @@ class BatchResult:
 
 @dataclass
 class Phase:
-    """A step that runs before the main map phase (e.g. global hashing for dedup).
+    """A global step run before the map phase (e.g. hashing for dedup) or after it (export's merge).
 
     ``fn(rank, world_size, run)`` must be picklable and idempotent: rerunning a task after a
     kill must give the same result.
@@ -189,6 +192,9 @@ class Stage:
 
     name: ClassVar[str] = "stage"
     Config: ClassVar[type[StageConfig]] = StageConfig
+    # False for stages that consume documents instead of passing them on (export): the rows
+    # of ``BatchResult.kept`` are counted ("kept" = consumed) but no kept shards are written.
+    writes_documents: ClassVar[bool] = True
 
     def __init__(self, config: StageConfig) -> None:
         self.config = config
@@ -199,6 +205,10 @@ class Stage:
 
     def pre_phases(self, run: RunContext) -> list[Phase]:
         """Global steps run, in order, before the map phase."""
+        return []
+
+    def post_phases(self, run: RunContext) -> list[Phase]:
+        """Global steps run, in order, after the map phase and before finalize (export's merge)."""
         return []
 
     def finalize(self, run: RunContext, summary: dict[str, Any]) -> None:
@@ -233,6 +243,53 @@ def _clear_rank_outputs(folder: str, stage: str, rank: int) -> None:
                 os.unlink(os.path.join(root, f))
 
 
+def id_hash(ids: pa.Array) -> np.ndarray:
+    """64-bit hashes of a batch of ids (polars' vectorized hash with a fixed seed).
+
+    Used only to find ids that occur twice within one run, so stability across polars
+    versions does not matter; determinism within a run does, hence the explicit seed.
+    """
+    import polars as pl
+
+    return pl.Series(ids).hash(seed=0x6D617468).to_numpy()
+
+
+def _save_npy(path: str, arr: np.ndarray) -> None:
+    tmp = path + ".tmp.npy"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+
+
+def duplicate_ids(run: RunContext, limit: int = 5) -> tuple[int, list[str]]:
+    """How many ids occur more than once across the run's input, and a few of them by name."""
+    arrays = []
+    for rank in range(run.tasks):
+        p = os.path.join(run.stats_dir, f"{rank:05d}.ids.npy")
+        if os.path.exists(p):
+            arrays.append(np.load(p))
+    if not arrays:
+        return 0, []
+    allh = np.sort(np.concatenate(arrays))
+    dup_mask = allh[1:] == allh[:-1]
+    if not dup_mask.any():
+        return 0, []
+    dups = np.unique(allh[1:][dup_mask])
+    n_extra = int(dup_mask.sum())
+    examples: list[str] = []
+    want = set(dups[: limit * 4].tolist())
+    for path in run.all_files():  # error path only: find the ids by name for the message
+        for batch in iter_batches(path, columns=None):
+            ids = batch.column(schema.ID)
+            hit = np.isin(id_hash(ids), list(want))
+            for v in ids.filter(pa.array(hit)).to_pylist():
+                if v not in examples:
+                    examples.append(v)
+            if len(examples) >= limit:
+                return n_extra, examples[:limit]
+    return n_extra, examples
+
+
 def run_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> dict[str, Any]:
     """Process one task's files; returns (and writes) its stats. Used by the datatrove step."""
     files = run.task_files(rank)
@@ -247,6 +304,7 @@ def run_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> dict[
     docs_in = bytes_in = kept = kept_inputs = 0
     removed: Counter = Counter()
     bad: list[dict[str, str]] = []
+    id_hashes: list[np.ndarray] = []
     t0 = time.monotonic()
     progress = Progress(f"{run.stage_name}[{rank}]")
     stage.setup(task)
@@ -261,7 +319,8 @@ def run_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> dict[
                     bytes_in += nbytes
                     res = stage.process_batch(batch, task)
                     kept_t = _as_table(res.kept)
-                    kept_w.write(kept_t)
+                    if stage.writes_documents:
+                        kept_w.write(kept_t)
                     kept += kept_t.num_rows
                     kept_inputs += kept_t.num_rows if res.inputs_kept is None else res.inputs_kept
                     if res.removed is not None and res.removed.num_rows:
@@ -275,6 +334,7 @@ def run_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> dict[
                             rem = rem.append_column(schema.REMOVAL_STAGE,
                                                     pa.array([run.stage_name] * rem.num_rows, pa.string()))
                         removed_w.write(rem)
+                    id_hashes.append(id_hash(batch.column(schema.ID)))
                     progress.update(batch.num_rows, nbytes)
             except ShardError as exc:
                 if not o.skip_bad_files:
@@ -303,6 +363,8 @@ def run_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> dict[
         "removed": dict(sorted(removed.items())), "bad_files": bad, "counters": dict(task.counters),
         "extra": task.extra, "seconds": round(time.monotonic() - t0, 3),
     }
+    hashes = np.sort(np.concatenate(id_hashes)) if id_hashes else np.empty(0, np.uint64)
+    _save_npy(os.path.join(run.stats_dir, f"{rank:05d}.ids.npy"), hashes)
     atomic_write_json(os.path.join(run.stats_dir, f"{rank:05d}.json"), stats)
     return stats
 
@@ -581,6 +643,7 @@ def plan_stage(stage: Stage, inputs: Sequence[str], output: str, opts: RunOption
     previous = depends
     phases = [(ph.name, [_PhaseStep(ph, run)], ph.tasks) for ph in stage.pre_phases(run)]
     phases.append(("map", [_MapStep(stage, run)], tasks))
+    phases += [(ph.name, [_PhaseStep(ph, run)], ph.tasks) for ph in stage.post_phases(run)]
     phases.append(("finalize", [_FinalizeStep(stage, run)], 1))
     for name, steps, n in phases:
         ex = make_executor(steps, n, opts, os.path.join(logging_dir, name), f"{stage.name}-{name}", depends=previous)
@@ -636,12 +699,17 @@ def collect_summary(run: RunContext) -> dict[str, Any]:
     n_removed = sum(removed.values())
     if docs_in != kept_inputs + n_removed:
         raise FatalError(f"{run.output}: {docs_in} docs in but {kept_inputs} kept + {n_removed} removed")
+    n_dup, examples = duplicate_ids(run)
+    if n_dup and not run.options.allow_duplicate_ids:
+        raise InputError(f"{', '.join(run.inputs)}: {n_dup} document id(s) occur more than once across the input "
+                         f"(e.g. {', '.join(repr(e) for e in examples)}); ids must be unique within a dataset. "
+                         "Make them unique (e.g. prefix each shard's name) or pass --allow-duplicate-ids")
     return {
         "stage": run.stage_name, "mathcorpus_version": __version__, "output": run.output,
         "removed_dir": run.removed_dir, "inputs": len(run.all_files()) + len(run.bad_files), "tasks": run.tasks,
         "docs_in": docs_in, "bytes_in": bytes_in, "kept": kept, "kept_inputs": kept_inputs, "removed": n_removed,
         "removed_by_reason": dict(sorted(removed.items())), "bad_files": bad, "counters": dict(counters),
-        "check": "docs_in == kept + removed",
+        "duplicate_ids": n_dup, "check": "docs_in == kept + removed",
     }
 
 

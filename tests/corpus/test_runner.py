@@ -178,3 +178,16 @@ def test_input_inside_output_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="lies inside the output folder"):
         run_stage(CopyStage(CopyConfig()), [str(inp)], str(tmp_path))
     shutil.rmtree(inp)
+
+
+def test_duplicate_ids_across_shards_fail_clearly(tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    write_jsonl(inp / "a.jsonl", [{"id": "x1", "text": "a"}, {"id": "x2", "text": "b"}])
+    write_jsonl(inp / "b.jsonl", [{"id": "x2", "text": "c"}, {"id": "x3", "text": "d"}])
+    with pytest.raises(InputError) as e:
+        run_stage(CopyStage(CopyConfig()), [str(inp)], str(tmp_path / "out"))
+    assert str(e.value) == (f"{inp}: 1 document id(s) occur more than once across the input (e.g. 'x2'); ids must "
+                            "be unique within a dataset. Make them unique (e.g. prefix each shard's name) or pass "
+                            "--allow-duplicate-ids")
+    s = run_stage(CopyStage(CopyConfig()), [str(inp)], str(tmp_path / "out2"), RunOptions(allow_duplicate_ids=True))
+    assert s["duplicate_ids"] == 1 and s["kept"] == 4
