@@ -9,6 +9,7 @@ Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 a gate tripped.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -35,6 +36,9 @@ _BUILTIN = {
 def _load(spec: str) -> click.Command:
     mod, _, attr = spec.partition(":")
     return getattr(__import__(mod, fromlist=[attr]), attr)
+
+
+_USER_OS_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}
 
 
 def _unavailable(name: str, exc: ImportError) -> click.Command:
@@ -77,6 +81,15 @@ class LazyGroup(click.Group):
                 raise
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:
+            # Disk full, read-only or permission problems surface from deep inside writers
+            # and executors; they are the user's to fix, so show them as one line.
+            if debug or exc.errno not in _USER_OS_ERRORS:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"Error: {where}{exc.strerror}; free some space or choose a writable output folder, "
+                       "then rerun the same command to resume", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted; rerun the same command to resume.", err=True)
             ctx.exit(130)

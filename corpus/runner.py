@@ -256,9 +256,14 @@ def id_hash(ids: pa.Array) -> np.ndarray:
 
 def _save_npy(path: str, arr: np.ndarray) -> None:
     tmp = path + ".tmp.npy"
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.save(tmp, arr)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise FatalError(f"{path}: cannot write ({exc}); check free space and permissions") from exc
 
 
 def duplicate_ids(run: RunContext, limit: int = 5) -> tuple[int, list[str]]:
@@ -406,6 +411,13 @@ def _stderr_level() -> str:
     return "INFO" if os.environ.get("MATHCORPUS_VERBOSE") == "1" else "WARNING"
 
 
+def _stderr_filter(record: Any) -> bool:
+    """Tracebacks stay in the task log file; the CLI prints the one-line error (``--debug``: all)."""
+    if os.environ.get("MATHCORPUS_VERBOSE") == "1" or os.environ.get("MATHCORPUS_DEBUG") == "1":
+        return True
+    return record["exception"] is None
+
+
 def _quiet_task_logs() -> None:
     """Keep the task's log file handler and put a WARNING-level stderr handler back.
 
@@ -418,7 +430,7 @@ def _quiet_task_logs() -> None:
     for hid, h in list(handlers.items()):
         if "task_" not in str(getattr(h, "_name", "")):
             logger.remove(hid)
-    logger.add(sys.stderr, level=_stderr_level(), format="{level}: {message}")
+    logger.add(sys.stderr, level=_stderr_level(), format="{level}: {message}", filter=_stderr_filter)
 
 
 def _install_quiet_task_logger() -> None:
@@ -439,8 +451,10 @@ def _install_quiet_task_logger() -> None:
         logfile = logging_dir.open(f"logs/task_{rank:05d}.log", "w")
         prefix = f"[NODE {node_rank}] " if node_rank != -1 else ""
         logger.add(sys.stderr, level=_stderr_level() if local_rank == 0 else "ERROR",
-                   format=prefix + "{level}: {message}")
-        logger.add(logfile, level="DEBUG", colorize=False,
+                   format=prefix + "{level}: {message}", filter=_stderr_filter)
+        # catch=False: a log file that cannot be written (disk full) must fail the task
+        # with that error, not print loguru's own traceback and carry on.
+        logger.add(logfile, level="DEBUG", colorize=False, catch=False,
                    format=prefix + "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {name}:{function}:{line} - {message}")
         logger.info(f"Launching pipeline for {rank=}")
         return logfile
@@ -448,7 +462,7 @@ def _install_quiet_task_logger() -> None:
     def close_task_logger(logfile: Any) -> None:
         logger.complete()
         logger.remove()
-        logger.add(sys.stderr, level=_stderr_level(), format="{level}: {message}")
+        logger.add(sys.stderr, level=_stderr_level(), format="{level}: {message}", filter=_stderr_filter)
         logfile.close()
 
     add_task_logger._mathcorpus = True  # type: ignore[attr-defined]
@@ -591,7 +605,7 @@ def plan_stage(stage: Stage, inputs: Sequence[str], output: str, opts: RunOption
             if not opts.skip_bad_files:
                 path, exc = problems[0]
                 more = f" ({len(problems) - 1} more bad file(s))" if len(problems) > 1 else ""
-                raise type(exc)(f"{exc}{more}. Nothing was written.")
+                raise type(exc)(f"{str(exc).rstrip('.')}{more}. Nothing was written.")
             bad = [{"path": p, "error": str(e)} for p, e in problems]
             bad_paths = {p for p, _ in problems}
             files = [f for f in files if f not in bad_paths]
