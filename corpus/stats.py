@@ -56,21 +56,23 @@ def compute_stats(inputs: list[str], skip_bad_files: bool = False, top_domains: 
     prog = Progress("stats", enabled=progress)
     for path in files:
         try:
-            for batch in iter_batches(path, columns=None):
+            for batch in iter_batches(path, batch_rows=65536):
                 batch = schema.add_domain(batch)
-                text = batch.column(schema.TEXT)
-                nbytes = pc.binary_length(text).to_numpy(zero_copy_only=False).astype(np.int64)
-                # CJK code points are 3 bytes in UTF-8; count them apart for the token estimate.
-                cjk_chars = pc.utf8_length(pc.replace_substring_regex(text, r"[^\x{4e00}-\x{9fff}\x{3400}-\x{4dbf}]", ""))
-                cjk_bytes = cjk_chars.to_numpy(zero_copy_only=False).astype(np.int64) * 3
-                tokens = (nbytes - cjk_bytes) / BYTES_PER_TOKEN_LATIN + cjk_bytes / BYTES_PER_TOKEN_CJK
-                cols: dict[str, Any] = {"bytes": nbytes, "tokens": tokens}
+                keep = [c for c in (schema.TEXT, "source", "lang", "domain") if c in batch.schema.names]
+                df = pl.from_arrow(pa.Table.from_batches([batch.select(keep)]))
                 for c in ("source", "lang", "domain"):
-                    if c in batch.schema.names:
-                        arr = batch.column(c)
-                        cols[c] = arr.to_numpy(zero_copy_only=False) if pa.types.is_string(arr.type) else \
-                            pc.cast(arr, pa.string()).to_numpy(zero_copy_only=False)
-                df = pl.DataFrame(cols)
+                    if c in df.columns and df.schema[c] != pl.Utf8:
+                        df = df.with_columns(pl.col(c).cast(pl.Utf8))
+                # CJK code points are 3 bytes in UTF-8; count them apart for the token estimate.
+                df = df.with_columns(
+                    pl.col(schema.TEXT).str.len_bytes().cast(pl.Int64).alias("bytes"),
+                    pl.col(schema.TEXT).str.count_matches(r"[\x{4e00}-\x{9fff}\x{3400}-\x{4dbf}]")
+                    .cast(pl.Int64).alias("cjk"),
+                ).drop(schema.TEXT)
+                df = df.with_columns(((pl.col("bytes") - 3 * pl.col("cjk")) / BYTES_PER_TOKEN_LATIN
+                                      + 3 * pl.col("cjk") / BYTES_PER_TOKEN_CJK).alias("tokens"))
+                nbytes = df.get_column("bytes").to_numpy()
+                tokens = df.get_column("tokens").to_numpy()
                 for c in ("source", "lang"):
                     g = _group(df, c)
                     for key, d, b, t in g.iter_rows():

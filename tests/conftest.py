@@ -58,3 +58,10 @@ def tiny_docs() -> list[dict[str, Any]]:
             ("theorem foo : 1 + 1 = 2 := by norm_num", "code", "en", None),
         ])
     ]
+
+
+@pytest.fixture(autouse=True)
+def _clean_cli_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--debug / -v export MATHCORPUS_DEBUG / MATHCORPUS_VERBOSE for worker processes; keep tests apart."""
+    monkeypatch.delenv("MATHCORPUS_DEBUG", raising=False)
+    monkeypatch.delenv("MATHCORPUS_VERBOSE", raising=False)
