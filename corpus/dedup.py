@@ -42,6 +42,7 @@ its tables.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -204,34 +205,130 @@ def _latex_table() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 _LATEX = _latex_table()
 
 
-@nb.njit(cache=True)
-def _normalize_docs(data: np.ndarray, offs: np.ndarray, is_ascii: np.ndarray, pre: np.ndarray,
-                    pre_offs: np.ndarray, names: np.ndarray, name_offs: np.ndarray, repl: np.ndarray,
-                    repl_offs: np.ndarray, out: np.ndarray, out_offs: np.ndarray) -> None:
-    """textnorm.normalize_text of every document, written into ``out`` in document order.
+@nb.njit(inline="always")
+def _decode_utf8(d: np.ndarray, p: int) -> tuple:
+    """(code point, byte length) of the UTF-8 character starting at ``d[p]`` (valid UTF-8)."""
+    c = np.int64(d[p])
+    if c < 0x80:
+        return c, 1
+    if c >= 0xF0:
+        return ((c & 0x07) << 18) | ((np.int64(d[p + 1]) & 0x3F) << 12) | ((np.int64(d[p + 2]) & 0x3F) << 6) \
+            | (np.int64(d[p + 3]) & 0x3F), 4
+    if c >= 0xE0:
+        return ((c & 0x0F) << 12) | ((np.int64(d[p + 1]) & 0x3F) << 6) | (np.int64(d[p + 2]) & 0x3F), 3
+    return ((c & 0x1F) << 6) | (np.int64(d[p + 1]) & 0x3F), 2
 
-    Non-ASCII documents were normalized in Python (``pre``, in order) and are copied.
-    ASCII ones are normalized here: lowercase; a backslash followed by a maximal run of
-    letters that is one of LATEX_DROP is removed (LATEX_RENAME: replaced); every byte that
-    is not [a-z0-9] separates words; words are joined by single spaces. A maximal letter
-    run is exactly textnorm's ``\\name(?![a-z])``, since the text is lowercased first.
-    """
-    o = 0
-    k = 0
-    for r in range(offs.shape[0] - 1):
-        out_offs[r] = o
-        if not is_ascii[r]:
-            for j in range(pre_offs[k], pre_offs[k + 1]):
-                out[o] = pre[j]
-                o += 1
-            k += 1
-            continue
+
+@nb.njit(cache=True)
+def _scan_docs(data: np.ndarray, offs: np.ndarray, map_offs: np.ndarray, map_ends: np.ndarray) -> tuple:
+    """Per document: kind (0 ASCII, 1 expandable by the table, 2 left to Python) and the
+    byte length of its table expansion."""
+    n = offs.shape[0] - 1
+    kind = np.zeros(n, dtype=np.uint8)
+    exp_len = np.zeros(n, dtype=np.int64)
+    for r in range(n):
         p = offs[r]
         end = offs[r + 1]
-        doc_start = o
-        pending = False  # a separator was seen since the last word byte
+        total = 0
+        while p < end:
+            if data[p] < 0x80:
+                total += 1
+                p += 1
+                continue
+            kind[r] = 1
+            cp, k = _decode_utf8(data, p)
+            if cp >= map_ends.shape[0] or map_offs[cp] < 0:
+                kind[r] = 2
+                break
+            total += map_ends[cp] - map_offs[cp]
+            p += k
+        if kind[r] == 1:
+            exp_len[r] = total
+    return kind, exp_len
+
+
+@nb.njit(cache=True)
+def _expand_docs(data: np.ndarray, offs: np.ndarray, kind: np.ndarray, map_blob: np.ndarray,
+                 map_ends: np.ndarray, map_offs: np.ndarray, out: np.ndarray, out_offs: np.ndarray) -> None:
+    """NFKC + lowercase of the kind-1 documents, character by character from the table."""
+    o = 0
+    j = 0
+    for r in range(offs.shape[0] - 1):
+        if kind[r] != 1:
+            continue
+        out_offs[j] = o
+        p = offs[r]
+        end = offs[r + 1]
         while p < end:
             c = data[p]
+            if c < 0x80:
+                out[o] = c
+                o += 1
+                p += 1
+                continue
+            cp, k = _decode_utf8(data, p)
+            for q in range(map_offs[cp], map_ends[cp]):
+                out[o] = map_blob[q]
+                o += 1
+            p += k
+        j += 1
+    out_offs[j] = o
+
+
+@nb.njit(cache=True)
+def _normalize_docs(data: np.ndarray, offs: np.ndarray, kind: np.ndarray, exp: np.ndarray, exp_offs: np.ndarray,
+                    pre: np.ndarray, pre_offs: np.ndarray, cls: np.ndarray, names: np.ndarray,
+                    name_offs: np.ndarray, repl: np.ndarray, repl_offs: np.ndarray, out: np.ndarray,
+                    out_offs: np.ndarray) -> None:
+    """textnorm.normalize_text of every document, written into ``out`` in document order.
+
+    Kind-2 documents were normalized in Python (``pre``, in order) and are copied. Kind-1
+    documents were NFKC'd and lowercased by the table (``exp``, in order), kind-0 ones are
+    ASCII. Both are finished here: lowercase ASCII; a backslash followed by a maximal run
+    of ASCII letters that is one of LATEX_DROP is removed (LATEX_RENAME: replaced); every
+    character that is not a word character (``cls`` 2, or [a-z0-9]) separates words; words
+    are joined by single spaces. A maximal letter run is exactly textnorm's
+    ``\\name(?![a-z])``, since the text is lowercased first.
+    """
+    o = 0
+    k1 = 0
+    k2 = 0
+    for r in range(offs.shape[0] - 1):
+        out_offs[r] = o
+        if kind[r] == 2:
+            for j in range(pre_offs[k2], pre_offs[k2 + 1]):
+                out[o] = pre[j]
+                o += 1
+            k2 += 1
+            continue
+        if kind[r] == 1:
+            src = exp
+            p = exp_offs[k1]
+            end = exp_offs[k1 + 1]
+            k1 += 1
+        else:
+            src = data
+            p = offs[r]
+            end = offs[r + 1]
+        doc_start = o
+        pending = False  # a separator was seen since the last word character
+        while p < end:
+            c = src[p]
+            if c >= 0x80:
+                cp, n = _decode_utf8(src, p)
+                if cls[cp] != 2:
+                    pending = True
+                    p += n
+                    continue
+                if pending and o > doc_start:
+                    out[o] = 32
+                    o += 1
+                pending = False
+                for j in range(n):
+                    out[o] = src[p + j]
+                    o += 1
+                p += n
+                continue
             if 65 <= c <= 90:
                 c += 32
             if (97 <= c <= 122) or (48 <= c <= 57):
@@ -245,7 +342,7 @@ def _normalize_docs(data: np.ndarray, offs: np.ndarray, is_ascii: np.ndarray, pr
                 continue
             if c == 92:  # backslash: maybe a LaTeX command to drop or rename
                 q = p + 1
-                while q < end and ((65 <= data[q] <= 90) or (97 <= data[q] <= 122)):
+                while q < end and ((65 <= src[q] <= 90) or (97 <= src[q] <= 122)):
                     q += 1
                 n = q - p - 1
                 found = -1
@@ -255,7 +352,7 @@ def _normalize_docs(data: np.ndarray, offs: np.ndarray, is_ascii: np.ndarray, pr
                             continue
                         same = True
                         for j in range(n):
-                            b = data[p + 1 + j]
+                            b = src[p + 1 + j]
                             if 65 <= b <= 90:
                                 b += 32
                             if b != names[name_offs[i] + j]:
@@ -523,7 +620,7 @@ def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """The UTF-8 bytes and int64 offsets of a string array, without copying the bytes."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    if pa.types.is_large_string(arr.type):
+    if pa.types.is_large_string(arr.type) or pa.types.is_null(arr.type):
         arr = pc.cast(arr, pa.string())
     if arr.null_count:
         arr = pc.fill_null(arr, "")
@@ -548,26 +645,102 @@ class Normalized:
         return [b[self.offs[i]:self.offs[i + 1]].decode("utf-8") for i in range(len(self))]
 
 
+_TABLES: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+_HANGUL_JAMO = ((0x1100, 0x11FF), (0xA960, 0xA97F), (0xD7B0, 0xD7FF))
+
+
+def _context_free(ch: str) -> bool:
+    """Whether NFKC of ``ch`` inside any text equals NFKC of ``ch`` alone.
+
+    NFKC composes a starter with a following combining mark (or a Hangul vowel/final
+    jamo) and reorders marks; if the decomposition of ``ch`` starts with a starter that can
+    never be the second half of a composition, nothing before ``ch`` can change it, and a
+    following character of the same sort cannot reach into it either.
+    """
+    import unicodedata
+
+    first = unicodedata.normalize("NFKD", ch)[:1] or ch
+    cp = ord(first)
+    if unicodedata.combining(first) or unicodedata.category(first).startswith("M"):
+        return False
+    return not any(lo <= cp <= hi for lo, hi in _HANGUL_JAMO)
+
+
+def _char_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-BMP-character tables of the normalization kernel, derived from textnorm itself.
+
+    ``map_blob[map_offs[cp]:map_ends[cp]]`` is the UTF-8 of ``NFKC(ch).lower()`` for a
+    context-free character (``map_offs[cp]`` is -1 for the others: documents holding one go
+    through Python; so does Σ, which lowercases by context). ``cls[cp]`` classifies a
+    character of the normalized, lowercased text: 2 a word character, 1 a separator,
+    exactly textnorm's ``[\\W_]`` rule.
+    """
+    global _TABLES
+    if _TABLES is None:
+        import unicodedata
+
+        cls = np.ones(0x10000, dtype=np.uint8)
+        map_offs = np.full(0x10001, -1, dtype=np.int64)
+        map_ends = np.full(0x10000, -1, dtype=np.int64)
+        blob = bytearray()
+        nonword = textnorm._NONWORD_RE  # the very rule normalize_text applies
+        for cp in range(0x80, 0x10000):
+            if 0xD800 <= cp <= 0xDFFF:
+                continue
+            ch = chr(cp)
+            cls[cp] = 1 if nonword.fullmatch(ch) else 2
+            nf = unicodedata.normalize("NFKC", ch)
+            if "\u03a3" in nf or not _context_free(ch):
+                continue
+            low = nf.lower()
+            if any(ord(x) >= 0x10000 for x in low):
+                continue
+            m = low.encode("utf-8")
+            map_offs[cp] = len(blob)
+            map_ends[cp] = len(blob) + len(m)
+            blob += m
+        for cp in range(0x80):
+            cls[cp] = 1 if nonword.fullmatch(chr(cp)) else 2
+        map_offs[0x10000] = len(blob)
+        _TABLES = (cls, map_offs, map_ends, np.frombuffer(bytes(blob) or b" ", dtype=np.uint8))
+    return _TABLES
+
+
 def normalize_batch(texts: pa.Array | pa.ChunkedArray) -> Normalized:
-    """:func:`corpus.textnorm.normalize_text` of every text of an Arrow string array."""
-    data, offs = _string_buffers(texts)
+    """:func:`corpus.textnorm.normalize_text` of every text of an Arrow string array.
+
+    Numba kernels handle ASCII and context-free characters (NFKC and lowercasing from a
+    table built with ``unicodedata``); the rare documents with other characters (combining
+    marks, Hangul, astral-plane symbols) go through ``normalize_text`` itself.
+    """
+    arr = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+    if pa.types.is_null(arr.type):
+        arr = pc.cast(arr, pa.string())
+    if arr.null_count:
+        arr = pc.fill_null(arr, "")
+    data, offs = _string_buffers(arr)
     n = len(offs) - 1
     if n == 0:
         return Normalized(np.zeros(1, np.uint8), np.zeros(1, np.int64))
-    arr = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
-    is_ascii = pc.fill_null(pc.string_is_ascii(arr), True).to_numpy(zero_copy_only=False)
-    if is_ascii.all():
-        pre, pre_offs = np.zeros(1, np.uint8), np.zeros(1, np.int64)
-    else:
-        # NFKC and Unicode lowercasing need unicodedata's tables: these go through Python.
-        idx = np.flatnonzero(~is_ascii)
+    cls, map_offs, map_ends, blob = _char_tables()
+    kind, exp_len = _scan_docs(data, offs, map_offs, map_ends)
+    n1 = int((kind == 1).sum())
+    exp = np.empty(int(exp_len.sum()) + 1, dtype=np.uint8)
+    exp_offs = np.zeros(n1 + 1, dtype=np.int64)
+    if n1:
+        _expand_docs(data, offs, kind, blob, map_ends, map_offs, exp, exp_offs)
+    exp.setflags(write=False)  # same numba type as the read-only Arrow buffer
+    idx = np.flatnonzero(kind == 2)
+    if len(idx):
         pieces = [textnorm.normalize_text(t).encode("utf-8") for t in arr.take(pa.array(idx)).to_pylist()]
         pre_offs = np.zeros(len(pieces) + 1, dtype=np.int64)
         pre_offs[1:] = np.cumsum([len(p) for p in pieces])
         pre = np.frombuffer(b"".join(pieces) or b" ", dtype=np.uint8)
-    out = np.empty(int(offs[-1] - offs[0]) + len(pre) + 1, dtype=np.uint8)
+    else:
+        pre, pre_offs = np.zeros(1, np.uint8), np.zeros(1, np.int64)
+    out = np.empty(int(offs[-1] - offs[0]) + len(exp) + len(pre) + 1, dtype=np.uint8)
     out_offs = np.empty(n + 1, dtype=np.int64)
-    _normalize_docs(data, offs, is_ascii, pre, pre_offs, *_LATEX, out, out_offs)
+    _normalize_docs(data, offs, kind, exp, exp_offs, pre, pre_offs, cls, *_LATEX, out, out_offs)
     return Normalized(out, out_offs)
 
 
@@ -626,3 +799,722 @@ def minhash_signatures(texts: pa.Array | pa.ChunkedArray, ngram: int, a: np.ndar
     tok = tokenize_batch(texts)
     sig = _minhash_fused(tok.data, tok.starts, tok.ends, tok.doc_tok, ngram, a, b, np.uint64(seed))
     return sig, np.diff(tok.doc_tok) > 0
+
+
+def exact_hashes(texts: pa.Array | pa.ChunkedArray, normalize: str = "light",
+                 seed: int = HASH_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """128-bit hash ``(h1, h2)`` of every text after ``normalize``:
+
+    * ``light``: Unicode NFKC, lowercase, runs of whitespace made one space, trimmed;
+      every symbol stays, so ``3 + 4`` and ``3 × 4`` remain different documents;
+    * ``text``: :func:`corpus.textnorm.normalize_text` (drops punctuation, symbols and
+      layout-only LaTeX: ``\\left(x\\right)`` equals ``(x)``, but so do ``x+1`` and ``x-1``);
+    * ``none``: the raw UTF-8 bytes.
+    """
+    arr = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+    if pa.types.is_null(arr.type):
+        arr = pc.cast(arr, pa.string())
+    if arr.null_count:
+        arr = pc.fill_null(arr, "")
+    if normalize == "text":
+        norm = normalize_batch(arr)
+        data, offs = norm.data, norm.offs
+    elif normalize == "light":
+        if not pc.all(pc.string_is_ascii(arr)).as_py():
+            arr = pc.utf8_normalize(arr, "NFKC")
+        arr = pc.utf8_lower(arr)
+        raw, roffs = _string_buffers(arr)
+        data = np.empty(max(1, int(roffs[-1] - roffs[0])), dtype=np.uint8)
+        offs = np.empty(len(roffs), dtype=np.int64)
+        _collapse_ascii_space(raw, roffs, data, offs)
+    elif normalize == "none":
+        data, offs = _string_buffers(arr)
+    else:
+        raise ConfigError(f"normalize must be one of light, text, none; got {normalize!r}")
+    return _doc_hashes(data, offs, np.uint64(seed))
+
+
+# ============================================================================ LSH parameters
+def collision_probability(similarity: float | np.ndarray, bands: int, rows: int) -> float | np.ndarray:
+    """Probability that two documents of Jaccard ``similarity`` share at least one band."""
+    return 1.0 - (1.0 - np.power(similarity, rows)) ** bands
+
+
+def _simpson(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Composite Simpson rule along the last axis (odd number of equally spaced points)."""
+    h = (x[-1] - x[0]) / (len(x) - 1)
+    return h / 3.0 * (y[..., 0] + y[..., -1] + 4.0 * y[..., 1:-1:2].sum(-1) + 2.0 * y[..., 2:-1:2].sum(-1))
+
+
+_GRID = 801
+
+
+def false_positive_area(threshold: float, bands: int, rows: int) -> float:
+    """Area under the collision curve below ``threshold`` (pairs found that are not similar)."""
+    s = np.linspace(0.0, threshold, _GRID)
+    return float(_simpson(collision_probability(s, bands, rows), s))
+
+
+def false_negative_area(threshold: float, bands: int, rows: int) -> float:
+    """Area above the collision curve beyond ``threshold`` (similar pairs that are missed)."""
+    s = np.linspace(threshold, 1.0, _GRID)
+    return float(_simpson(1.0 - collision_probability(s, bands, rows), s))
+
+
+@functools.lru_cache(maxsize=64)
+def optimal_bands_rows(threshold: float, num_perm: int, fp_weight: float = 0.5,
+                       fn_weight: float = 0.5) -> tuple[int, int]:
+    """``(bands, rows)`` with ``bands*rows <= num_perm`` minimizing the weighted FP + FN area.
+
+    The same criterion and search order as datasketch's ``MinHashLSH`` (``_optimal_param``),
+    with the integrals done by Simpson's rule on a fixed grid so it is fast and exact
+    enough for the choice to agree.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
+    if num_perm < 2:
+        raise ConfigError(f"num_perm must be at least 2, got {num_perm}")
+    combos = [(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)]
+    bs = np.array([c[0] for c in combos], dtype=np.float64)[:, None]
+    rs = np.array([c[1] for c in combos], dtype=np.float64)[:, None]
+    lo = np.linspace(0.0, threshold, _GRID)
+    hi = np.linspace(threshold, 1.0, _GRID)
+    fp = _simpson(1.0 - (1.0 - lo[None, :] ** rs) ** bs, lo)
+    fn = _simpson((1.0 - hi[None, :] ** rs) ** bs, hi)
+    err = fp * fp_weight + fn * fn_weight
+    return combos[int(np.argmin(err))]  # argmin keeps the first of equal errors, like datasketch
+
+
+def curve_table(threshold: float, num_perm: int, similarities: tuple[float, ...] = (
+        0.3, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)) -> str:
+    """Plain-text table of the LSH choice for ``threshold`` and its collision curve."""
+    b, r = optimal_bands_rows(threshold, num_perm)
+    fp = false_positive_area(threshold, b, r)
+    fn = false_negative_area(threshold, b, r)
+    lines = [f"threshold {threshold:g}, {num_perm} permutations -> {b} bands x {r} rows "
+             f"(FP area {fp:.4f}, FN area {fn:.4f})",
+             "  Jaccard   P(pair becomes a candidate)"]
+    for s in similarities:
+        lines.append(f"  {s:7.2f}   {float(collision_probability(s, b, r)):.4f}")
+    return "\n".join(lines)
+
+
+def thresholds_table(num_perm: int, thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+                     ) -> str:
+    """Plain-text table: for each threshold, the chosen bands x rows and FP / FN areas."""
+    lines = ["  threshold  bands x rows  FP area   FN area   P(cand) at t-0.1  at t  at t+0.05"]
+    for t in thresholds:
+        b, r = optimal_bands_rows(t, num_perm)
+        p = [float(collision_probability(min(1.0, max(0.0, s)), b, r)) for s in (t - 0.1, t, t + 0.05)]
+        lines.append(f"  {t:9.2f}  {b:5d} x {r:<5d}  {false_positive_area(t, b, r):.4f}    "
+                     f"{false_negative_area(t, b, r):.4f}    {p[0]:.3f}            {p[1]:.3f}  {p[2]:.3f}")
+    return "\n".join(lines)
+
+
+# ============================================================================ keep rule
+KEEP_RULES = ("score", "longest", "first")
+
+
+def choose_kept(groups: np.ndarray, keys: np.ndarray, ids: pa.Array, lengths: np.ndarray,
+                scores: pa.Array, rule: str = "score") -> np.ndarray:
+    """For each row, the row index of the document its group keeps.
+
+    ``rule`` ``score`` (the default): highest ``math_score`` first (rows without a score
+    come last), then the longest text, then the smallest id, then input order (``keys``);
+    ``longest``: the same without the score; ``first``: input order only.
+    """
+    n = len(groups)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    cols: dict[str, Any] = {"g": pa.array(groups), "k": pa.array(keys)}
+    sort_keys = [("g", "ascending")]
+    if rule == "score":
+        cols["s"] = scores
+        sort_keys.append(("s", "descending"))
+    if rule in ("score", "longest"):
+        cols["l"] = pa.array(lengths)
+        cols["i"] = ids
+        sort_keys += [("l", "descending"), ("i", "ascending")]
+    elif rule != "first":
+        raise ConfigError(f"keep must be one of {', '.join(KEEP_RULES)}; got {rule!r}")
+    sort_keys.append(("k", "ascending"))
+    # nulls sort last in either direction (Arrow's default): a document without a score never wins
+    order = pc.sort_indices(pa.table(cols), sort_keys=sort_keys).to_numpy()
+    g_sorted = groups[order]
+    first = np.ones(n, dtype=bool)
+    first[1:] = g_sorted[1:] != g_sorted[:-1]
+    # the first row of each group in sorted order is the one kept; spread it over the group
+    kept_sorted = order[np.maximum.accumulate(np.where(first, np.arange(n), 0))]
+    kept = np.empty(n, dtype=np.int64)
+    kept[order] = kept_sorted
+    return kept
+
+
+def _scores(batch: pa.RecordBatch, path: str) -> pa.Array:
+    """``math_score`` as float64 (NaN and missing become null), or all null without the column."""
+    if schema.MATH_SCORE not in batch.schema.names:
+        return pa.nulls(batch.num_rows, pa.float64())
+    col = batch.column(schema.MATH_SCORE)
+    try:
+        col = pc.cast(col, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ShardError(f"{path}: column '{schema.MATH_SCORE}' has type {col.type}, expected a number; "
+                         "cast it to float or drop it before dedup", path) from exc
+    return pc.if_else(pc.is_nan(col), pa.scalar(None, pa.float64()), col)
+
+
+def _meta(batch: pa.RecordBatch, path: str) -> dict[str, pa.Array]:
+    """What the keep rule needs of each document: id, text length in characters, score."""
+    return {"id": batch.column(schema.ID),
+            "length": pc.cast(pc.utf8_length(batch.column(schema.TEXT)), pa.int64()),
+            "score": _scores(batch, path)}
+
+
+# ============================================================================ work files
+CLUSTER_SCHEMA = pa.schema([("rank", pa.uint32()), ("idx", pa.uint32()), ("removed", pa.bool_()),
+                            ("cluster", pa.string()), ("kept_id", pa.string())])
+
+
+def _atomic_parquet(table: pa.Table, path: str, row_group_rows: int = 65_536) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    try:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_rows)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise FatalError(f"{path}: cannot write dedup work file ({exc}); check free space and permissions") from exc
+
+
+def _remove_prefixed(folder: str, prefix: str) -> None:
+    """Delete a task's earlier (possibly partial) work files so a rerun starts clean."""
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if name.startswith(prefix):
+            os.unlink(os.path.join(folder, name))
+
+
+def _iter_task_batches(run: RunContext, rank: int) -> Any:
+    """The task's batches exactly as the map phase will see them (same files, order, sizes).
+
+    A file that breaks mid-way with ``skip_bad_files`` ends there, as in the runner, so
+    document positions stay aligned with the map phase.
+    """
+    for path in run.task_files(rank):
+        try:
+            for batch in iter_batches(path, run.options.batch_rows):
+                yield path, batch
+        except ShardError:
+            if not run.options.skip_bad_files:
+                raise
+
+
+def _cluster_table(rank: np.ndarray, idx: np.ndarray, removed: np.ndarray, cluster: list[str] | pa.Array,
+                   kept_id: pa.Array) -> pa.Table:
+    t = pa.table({"rank": pa.array(rank, pa.uint32()), "idx": pa.array(idx, pa.uint32()),
+                  "removed": pa.array(removed, pa.bool_()), "cluster": pa.array(cluster, pa.string()),
+                  "kept_id": kept_id.cast(pa.string())}, schema=CLUSTER_SCHEMA)
+    return t.sort_by([("rank", "ascending"), ("idx", "ascending")])
+
+
+# ============================================================================ stages
+def _keep_opt() -> Any:
+    return opt("score", help="Which document of a cluster to keep: 'score' = highest math_score (when the column "
+                             "exists), then the longest text, then the smallest id; 'longest' = the longest text, "
+                             "then the smallest id; 'first' = the first in input order.", choices=KEEP_RULES)
+
+
+def _keep_work_opt() -> Any:
+    return opt(False, help="Keep OUTPUT/_work (hashes, signatures, pairs, clusters) after the run for inspection; "
+                           "by default it is deleted once the output is complete.")
+
+
+class _DedupStage(Stage):
+    """Shared glue: the map phase filters batches with the cluster table of its task."""
+
+    reason: ClassVar[str] = "dedup"
+
+    def work_dir(self, run: RunContext) -> str:
+        return os.path.join(run.output, WORK_DIR, self.name)
+
+    def cluster_files(self, run: RunContext) -> list[str]:
+        raise NotImplementedError
+
+    # ---- map phase
+    def setup(self, task: TaskContext) -> None:
+        parts = []
+        for path in self.cluster_files(task.run):
+            if not os.path.exists(path):
+                raise FatalError(f"{path}: the dedup cluster file is missing, so the global step did not finish; "
+                                 "rerun the same command to redo it")
+            parts.append(pq.read_table(path, filters=pc.field("rank") == pa.scalar(task.rank, pa.uint32())))
+        table = pa.concat_tables(parts).sort_by("idx") if parts else CLUSTER_SCHEMA.empty_table()
+        self._idx = table.column("idx").to_numpy().astype(np.int64)
+        self._removed = table.column("removed").to_numpy(zero_copy_only=False)
+        self._cluster = table.column("cluster").combine_chunks()
+        self._kept_id = table.column("kept_id").combine_chunks()
+        self._pos = 0
+
+    def process_batch(self, batch: pa.RecordBatch, task: TaskContext) -> BatchResult:
+        n = batch.num_rows
+        start = self._pos
+        self._pos += n
+        lo, hi = np.searchsorted(self._idx, [start, start + n])
+        if lo == hi:
+            return BatchResult(kept=self._with_columns(batch, None, None))
+        local = self._idx[lo:hi] - start
+        take = np.full(n, -1, dtype=np.int64)
+        take[local] = np.arange(lo, hi)
+        take_arr = pa.array(take, mask=take < 0)
+        cluster = self._cluster.take(take_arr)
+        kept_id = self._kept_id.take(take_arr)
+        removed = np.zeros(n, dtype=bool)
+        removed[local] = self._removed[lo:hi]
+        task.counters["clustered_docs"] += int(hi - lo)
+        out = self._with_columns(batch, cluster, kept_id)
+        keep_mask = pa.array(~removed)
+        rem = out.filter(pa.array(removed))
+        rem = rem.append_column(schema.REMOVAL_REASON, pa.array([self.reason] * rem.num_rows, pa.string()))
+        return BatchResult(kept=out.filter(keep_mask), removed=rem)
+
+    @staticmethod
+    def _with_columns(batch: pa.RecordBatch, cluster: pa.Array | None, kept_id: pa.Array | None) -> pa.RecordBatch:
+        """Set dedup_cluster / dedup_kept_id, keeping earlier values (e.g. from exact dedup) elsewhere."""
+        n = batch.num_rows
+        for name, new in ((schema.DEDUP_CLUSTER, cluster), (schema.DEDUP_KEPT_ID, kept_id)):
+            if new is None:
+                new = pa.nulls(n, pa.string())
+            i = batch.schema.get_field_index(name)
+            if i >= 0:
+                old = batch.column(i)
+                old = old if pa.types.is_string(old.type) else pc.cast(old, pa.string())
+                batch = batch.set_column(i, name, pc.coalesce(new, old))
+            else:
+                batch = batch.append_column(name, new)
+        return batch
+
+    # ---- driver / finalize
+    def finalize(self, run: RunContext, summary: dict[str, Any]) -> None:
+        stable = os.path.join(run.output, "_run", "dedup.json")
+        info = self.global_summary(run) if os.path.isdir(self.work_dir(run)) else None
+        if info is not None:
+            atomic_write_json(stable, info)
+        elif os.path.exists(stable):
+            import json
+
+            with open(stable, encoding="utf-8") as fh:
+                info = json.load(fh)
+        summary["dedup"] = info or {}
+        if not self.config.keep_work:  # type: ignore[attr-defined]
+            shutil.rmtree(os.path.join(run.output, WORK_DIR), ignore_errors=True)
+
+    def global_summary(self, run: RunContext) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class _ParquetStream:
+    """Streams tables into ``path`` through a ``.tmp`` file renamed on close (atomic)."""
+
+    def __init__(self, path: str, sch: pa.Schema) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.path, self.tmp, self.schema = path, path + ".tmp", sch
+        self.writer = pq.ParquetWriter(self.tmp, sch, compression="zstd")
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(table.cast(self.schema))
+
+    def close(self) -> None:
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+
+META_SCHEMA = pa.schema([("id", pa.string()), ("length", pa.int64()), ("score", pa.float64())])
+HASH_SCHEMA = pa.schema([("h1", pa.uint64()), ("h2", pa.uint64()), ("idx", pa.uint32())] + list(META_SCHEMA))
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    import json
+
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+# ---------------------------------------------------------------------------- exact
+@dataclass
+class ExactDedupConfig(StageConfig):
+    """Options of ``dedup exact`` (section ``dedup-exact`` of a config file)."""
+
+    section: ClassVar[str] = "dedup-exact"
+
+    normalize: str = opt("light", choices=("light", "text", "none"),
+                         help="What counts as the same text. 'light': equal after Unicode NFKC, lowercasing and "
+                              "collapsing whitespace (every symbol counts, so '3 + 4' and '3 × 4' differ); 'text': "
+                              "equal after textnorm.normalize_text, decontam's normalization (drops punctuation, "
+                              "operators and layout LaTeX); 'none': byte-identical.")
+    partitions: int = opt(0, help="Hash ranges the global step is split into, one task each; more partitions, "
+                                  "less memory per task. 0 = one per GiB of input files.")
+    keep: str = _keep_opt()
+    keep_work: bool = _keep_work_opt()
+
+    def validate(self) -> None:
+        if self.partitions < 0 or self.partitions > 4096:
+            raise ConfigError(f"partitions must be between 0 (automatic) and 4096, got {self.partitions}")
+
+
+class ExactDedupStage(_DedupStage):
+    """Removes documents whose normalized text is identical to another one, in any shard or task."""
+
+    name = "dedup-exact"
+    Config = ExactDedupConfig
+    reason = "dedup:exact"
+    config: ExactDedupConfig
+
+    def partitions(self, run: RunContext) -> int:
+        if self.config.partitions:
+            return self.config.partitions
+        if run.files is None:  # inputs from a stage that has not run yet: size unknown
+            return max(1, min(64, run.tasks // 8))
+        import fsspec
+
+        total = 0
+        for f in run.all_files():
+            fs, path = fsspec.core.url_to_fs(f)
+            total += int(fs.size(path) or 0)
+        return max(1, min(256, math.ceil(total / (1 << 30))))
+
+    def pre_phases(self, run: RunContext) -> list[Phase]:
+        self._partitions = self.partitions(run)
+        return [Phase("hash", self._hash_task, run.tasks), Phase("clusters", self._cluster_task, self._partitions)]
+
+    def cluster_files(self, run: RunContext) -> list[str]:
+        n = getattr(self, "_partitions", None) or self.partitions(run)
+        return [os.path.join(self.work_dir(run), "clusters", f"{p:03d}.parquet") for p in range(n)]
+
+    def _hash_task(self, rank: int, world_size: int, run: RunContext) -> None:
+        """Phase 1, one task per input share: hash every document, sorted by hash."""
+        parts = [HASH_SCHEMA.empty_table()]
+        idx = 0
+        for path, batch in _iter_task_batches(run, rank):
+            n = batch.num_rows
+            h1, h2 = exact_hashes(batch.column(schema.TEXT), self.config.normalize)
+            cols: dict[str, Any] = {"h1": h1, "h2": h2, "idx": np.arange(idx, idx + n, dtype=np.uint32)}
+            cols.update(_meta(batch, path))
+            parts.append(pa.table(cols).cast(HASH_SCHEMA))
+            idx += n
+        table = pa.concat_tables(parts).sort_by([("h1", "ascending"), ("h2", "ascending"), ("idx", "ascending")])
+        _atomic_parquet(table, os.path.join(self.work_dir(run), "hash", f"{rank:05d}.parquet"))
+
+    def _cluster_task(self, part: int, n_parts: int, run: RunContext) -> None:
+        """Phase 2, one task per hash range: equal hashes across all tasks form a cluster."""
+        wd = self.work_dir(run)
+        lo = (part << 64) // n_parts
+        hi = ((part + 1) << 64) // n_parts
+        filt = pc.field("h1") >= pa.scalar(lo, pa.uint64())
+        if hi < (1 << 64):
+            filt = filt & (pc.field("h1") < pa.scalar(hi, pa.uint64()))
+        tables = []
+        for r in range(run.tasks):
+            path = os.path.join(wd, "hash", f"{r:05d}.parquet")
+            if not os.path.exists(path):
+                raise FatalError(f"{path}: the hash file of task {r} is missing; rerun the same command to redo it")
+            t = pq.read_table(path, filters=filt)
+            tables.append(t.append_column("rank", pa.array(np.full(t.num_rows, r, np.uint32))))
+        table = pa.concat_tables(tables) if tables else HASH_SCHEMA.empty_table()
+        table = table.sort_by([("h1", "ascending"), ("h2", "ascending"), ("rank", "ascending"), ("idx", "ascending")])
+        h1 = table.column("h1").to_numpy()
+        h2 = table.column("h2").to_numpy()
+        n = len(h1)
+        start = np.ones(n, dtype=bool)
+        start[1:] = (h1[1:] != h1[:-1]) | (h2[1:] != h2[:-1])
+        group = np.cumsum(start) - 1
+        sizes = np.bincount(group) if n else np.zeros(0, np.int64)
+        sel = np.flatnonzero(sizes[group] >= 2) if n else np.zeros(0, np.int64)
+        sub = table.take(pa.array(sel))
+        ranks = sub.column("rank").to_numpy().astype(np.uint64)
+        idxs = sub.column("idx").to_numpy().astype(np.uint64)
+        ids = sub.column("id").combine_chunks()
+        kept = choose_kept(group[sel], (ranks << np.uint64(32)) | idxs, ids,
+                           sub.column("length").to_numpy(), sub.column("score").combine_chunks(), self.config.keep)
+        removed = kept != np.arange(len(sel))
+        cluster = [f"ex-{a:016x}{b:016x}" for a, b in zip(h1[sel].tolist(), h2[sel].tolist())]
+        out = _cluster_table(ranks, idxs, removed, cluster, ids.take(pa.array(kept)))
+        _atomic_parquet(out, os.path.join(wd, "clusters", f"{part:03d}.parquet"))
+        big = sizes[sizes >= 2]
+        atomic_write_json(os.path.join(wd, "clusters", f"{part:03d}.json"), {
+            "docs": int(n), "clusters": int(len(big)), "docs_in_clusters": int(len(sel)),
+            "removed": int(removed.sum()), "largest_cluster": int(big.max()) if len(big) else 0})
+
+    def global_summary(self, run: RunContext) -> dict[str, Any]:
+        total = {"method": "exact", "normalize": self.config.normalize, "keep": self.config.keep,
+                 "partitions": len(self.cluster_files(run)), "clusters": 0, "docs_in_clusters": 0, "removed": 0,
+                 "largest_cluster": 0}
+        for f in self.cluster_files(run):
+            s = _read_json(f[: -len(".parquet")] + ".json")
+            for k in ("clusters", "docs_in_clusters", "removed"):
+                total[k] += s[k]
+            total["largest_cluster"] = max(total["largest_cluster"], s["largest_cluster"])
+        return total
+
+
+# ---------------------------------------------------------------------------- minhash
+def _sig_dtype(rows: int) -> np.dtype:
+    """datatrove's ``.minhash.sig`` record: ``rows`` uint64 hashes then a uint32 doc index, packed."""
+    return np.dtype([(f"h{j}", "<u8") for j in range(rows)] + [("idx", "<u4")])
+
+
+def _sort_rows(cols: list[np.ndarray], tiebreak: list[np.ndarray]) -> np.ndarray:
+    """Order of rows by ``cols`` lexicographically, then ``tiebreak``.
+
+    Sorts by the first column alone and lexsorts only the runs where it ties: minhash
+    values are almost always distinct, so this is one argsort instead of a 13-key lexsort.
+    """
+    order = np.argsort(cols[0], kind="stable")
+    h0 = cols[0][order]
+    eq = h0[1:] == h0[:-1]
+    if eq.any():
+        tie = np.zeros(len(h0), dtype=bool)
+        tie[1:] |= eq
+        tie[:-1] |= eq
+        pos = np.flatnonzero(tie)
+        sub = order[pos]
+        keys = [t[sub] for t in reversed(tiebreak)] + [c[sub] for c in reversed(cols)]
+        order[pos] = sub[np.lexsort(keys)]
+    return order
+
+
+def _bisect_left(column: np.ndarray, value: int) -> int:
+    """Binary search in a sorted, possibly strided memmap column without copying it."""
+    lo, hi = 0, len(column)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if int(column[mid]) < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def band_pairs(runs: list[np.ndarray], run_ranks: list[int], rows: int, window_rows: int = 1_000_000) -> np.ndarray:
+    """Duplicate pairs ``(rank1, idx1, rank2, idx2)`` of one LSH band, as an ``(n, 4)`` uint32 array.
+
+    ``runs`` are sorted signature records (``_sig_dtype(rows)``, e.g. memory-mapped sig
+    files) and ``run_ranks`` the task each came from. Records are merged in windows of
+    about ``window_rows`` by first hash value, so memory stays bounded whatever the corpus
+    size; equal signatures share their first hash and so their window. Each run of equal
+    signatures gives the chain of consecutive pairs (enough for union-find), exactly
+    like datatrove's ``MinhashDedupBuckets``.
+    """
+    total = sum(len(r) for r in runs)
+    empty = np.zeros((0, 4), dtype=np.uint32)
+    if total == 0:
+        return empty
+    n_win = max(1, math.ceil(total / max(1, window_rows)))
+    cuts: list[int] = []
+    if n_win > 1:
+        sample = np.concatenate([np.asarray(r["h0"][:: max(1, len(r) * n_win // 4096 + 1)]) for r in runs if len(r)])
+        sample.sort()
+        cuts = sorted({int(sample[len(sample) * k // n_win]) for k in range(1, n_win)})
+    edges: list[int | None] = [None, *cuts, None]
+    out = []
+    for w in range(len(edges) - 1):
+        pieces, ranks = [], []
+        for r, rank in zip(runs, run_ranks):
+            lo = 0 if edges[w] is None else _bisect_left(r["h0"], edges[w])  # type: ignore[arg-type]
+            hi = len(r) if edges[w + 1] is None else _bisect_left(r["h0"], edges[w + 1])  # type: ignore[arg-type]
+            if hi > lo:
+                pieces.append(np.asarray(r[lo:hi]))
+                ranks.append(np.full(hi - lo, rank, dtype=np.uint32))
+        if not pieces:
+            continue
+        cat = np.concatenate(pieces)
+        rk = np.concatenate(ranks)
+        cols = [cat[f"h{j}"] for j in range(rows)]
+        order = _sort_rows(cols, [rk, cat["idx"]])
+        eq = np.ones(len(order) - 1, dtype=bool)
+        for c in cols:
+            cs = c[order]
+            eq &= cs[1:] == cs[:-1]
+        i = np.flatnonzero(eq) + 1
+        if len(i):
+            prev, cur = order[i - 1], order[i]
+            out.append(np.stack([rk[prev], cat["idx"][prev], rk[cur], cat["idx"][cur]], axis=1).astype(np.uint32))
+    return np.concatenate(out) if out else empty
+
+
+@dataclass
+class MinhashDedupConfig(StageConfig):
+    """Options of ``dedup minhash`` (section ``dedup-minhash`` of a config file)."""
+
+    section: ClassVar[str] = "dedup-minhash"
+
+    threshold: float = opt(0.8, help="Jaccard similarity of shingle sets above which two documents are "
+                                     "near-duplicates; bands x rows are chosen from it (see the table below).")
+    ngram: int = opt(5, help="Shingle size in tokens (words; each CJK character is a token).")
+    num_perm: int = opt(112, help="Permutations (hash functions) per signature.")
+    bands: int = opt(0, help="LSH bands; 0 = chosen from --threshold (minimal weighted false positive + false "
+                             "negative area, as datasketch does). Set with --rows.")
+    rows: int = opt(0, help="Rows (hashes) per band; 0 = chosen from --threshold. Set with --bands.")
+    seed: int = opt(1, help="Seed of the permutations (datatrove's MinhashConfig.seed).")
+    keep: str = _keep_opt()
+    keep_work: bool = _keep_work_opt()
+    window_rows: int = opt(1_000_000, help="Signatures merged at once per band in the bucket step (memory bound).")
+    buffer_mb: int = opt(256, help="Signature memory of a task before a sorted run is written to disk.")
+
+    def validate(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold}")
+        if self.ngram < 1:
+            raise ConfigError(f"ngram must be at least 1, got {self.ngram}")
+        if not 2 <= self.num_perm <= 4096:
+            raise ConfigError(f"num_perm must be between 2 and 4096, got {self.num_perm}")
+        if (self.bands == 0) != (self.rows == 0) or self.bands < 0 or self.rows < 0:
+            raise ConfigError(f"set both bands and rows (got bands={self.bands}, rows={self.rows}), or neither "
+                              "to choose them from the threshold")
+        if self.bands * self.rows > self.num_perm:
+            raise ConfigError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}; "
+                              "lower them or raise --num-perm")
+        if self.window_rows < 1 or self.buffer_mb < 1:
+            raise ConfigError("window_rows and buffer_mb must be at least 1")
+
+    def lsh(self) -> tuple[int, int]:
+        """``(bands, rows)``: as given, or the optimum for the threshold."""
+        if self.bands and self.rows:
+            return self.bands, self.rows
+        return optimal_bands_rows(self.threshold, self.num_perm)
+
+
+class MinhashDedupStage(_DedupStage):
+    """Removes near-duplicates: MinHash LSH candidate pairs joined into clusters over all tasks."""
+
+    name = "dedup-minhash"
+    Config = MinhashDedupConfig
+    reason = "dedup:minhash"
+    config: MinhashDedupConfig
+
+    def pre_phases(self, run: RunContext) -> list[Phase]:
+        bands, _rows = self.config.lsh()
+        return [Phase("signatures", self._signatures_task, run.tasks),
+                Phase("buckets", self._buckets_task, bands),
+                Phase("clusters", self._clusters_task, 1)]
+
+    def cluster_files(self, run: RunContext) -> list[str]:
+        return [os.path.join(self.work_dir(run), "clusters", "000.parquet")]
+
+    def _bucket_dir(self, run: RunContext, band: int) -> str:
+        return os.path.join(self.work_dir(run), "sigs", f"bucket_{band:03d}")
+
+    def _signatures_task(self, rank: int, world_size: int, run: RunContext) -> None:
+        """Phase 1, one task per input share: signatures of every document, one sorted run per band."""
+        cfg = self.config
+        bands, rows = cfg.lsh()
+        a, b = permutations(cfg.num_perm, cfg.seed)
+        for band in range(bands):
+            _remove_prefixed(self._bucket_dir(run, band), f"{rank:05d}-")
+        meta = _ParquetStream(os.path.join(self.work_dir(run), "meta", f"{rank:05d}.parquet"), META_SCHEMA)
+        sigs: list[np.ndarray] = []
+        idxs: list[np.ndarray] = []
+        buffered = 0
+        n_runs = 0
+        pos = 0
+        for path, batch in _iter_task_batches(run, rank):
+            sig, ok = minhash_signatures(batch.column(schema.TEXT), cfg.ngram, a, b)
+            meta.write(pa.table(_meta(batch, path)))
+            sel = np.flatnonzero(ok)
+            if len(sel):
+                sigs.append(sig[sel, : bands * rows])
+                idxs.append((sel + pos).astype(np.uint32))
+                buffered += sigs[-1].nbytes
+            pos += batch.num_rows
+            if buffered >= cfg.buffer_mb << 20:
+                self._write_run(run, rank, n_runs, np.concatenate(sigs), np.concatenate(idxs), bands, rows)
+                n_runs += 1
+                sigs, idxs, buffered = [], [], 0
+        if sigs:
+            self._write_run(run, rank, n_runs, np.concatenate(sigs), np.concatenate(idxs), bands, rows)
+        meta.close()
+
+    def _write_run(self, run: RunContext, rank: int, n: int, sig: np.ndarray, idx: np.ndarray,
+                   bands: int, rows: int) -> None:
+        dtype = _sig_dtype(rows)
+        for band in range(bands):
+            cols = [sig[:, band * rows + j] for j in range(rows)]
+            order = _sort_rows(cols, [idx])
+            rec = np.empty(len(idx), dtype=dtype)
+            for j, c in enumerate(cols):
+                rec[f"h{j}"] = c[order]
+            rec["idx"] = idx[order]
+            atomic_write_bytes(os.path.join(self._bucket_dir(run, band), f"{rank:05d}-{n:03d}.minhash.sig"),
+                               rec.tobytes())
+
+    def _buckets_task(self, band: int, world_size: int, run: RunContext) -> None:
+        """Phase 2, one task per band: equal band signatures across all tasks become pairs."""
+        _bands, rows = self.config.lsh()
+        dtype = _sig_dtype(rows)
+        folder = self._bucket_dir(run, band)
+        names = sorted(f for f in os.listdir(folder) if f.endswith(".minhash.sig")) if os.path.isdir(folder) else []
+        runs, ranks = [], []
+        for name in names:
+            path = os.path.join(folder, name)
+            size = os.path.getsize(path)
+            if size % dtype.itemsize:
+                raise FatalError(f"{path}: truncated signature file ({size} bytes is not a multiple of "
+                                 f"{dtype.itemsize}); rerun with --overwrite")
+            if size:
+                runs.append(np.memmap(path, dtype=dtype, mode="r"))
+                ranks.append(int(name.split("-")[0]))
+        pairs = band_pairs(runs, ranks, rows, self.config.window_rows)
+        atomic_write_bytes(os.path.join(self.work_dir(run), "dups", f"{band:05d}.dups"),
+                           pairs.astype("<u4").tobytes())
+
+    def _clusters_task(self, _rank: int, world_size: int, run: RunContext) -> None:
+        """Phase 3, one task: union-find over all pairs, then the keep rule per cluster."""
+        import xxhash
+
+        cfg = self.config
+        bands, rows = cfg.lsh()
+        wd = self.work_dir(run)
+        chunks = []
+        for band in range(bands):
+            path = os.path.join(wd, "dups", f"{band:05d}.dups")
+            if not os.path.exists(path):
+                raise FatalError(f"{path}: the pairs of band {band} are missing; rerun the same command to redo them")
+            chunks.append(np.fromfile(path, dtype="<u4").reshape(-1, 4))
+        pairs = np.concatenate(chunks) if chunks else np.zeros((0, 4), np.uint32)
+        ka = (pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1].astype(np.uint64)
+        kb = (pairs[:, 2].astype(np.uint64) << np.uint64(32)) | pairs[:, 3].astype(np.uint64)
+        nodes = np.unique(np.concatenate([ka, kb]))
+        label = _union_find(np.searchsorted(nodes, ka), np.searchsorted(nodes, kb), len(nodes))
+        node_rank = (nodes >> np.uint64(32)).astype(np.int64)
+        node_idx = (nodes & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        ids, lengths, scores = [], [], []
+        for r in np.unique(node_rank).tolist():
+            meta = pq.read_table(os.path.join(wd, "meta", f"{r:05d}.parquet"))
+            m = meta.take(pa.array(node_idx[node_rank == r]))
+            ids.append(m.column("id").combine_chunks())
+            lengths.append(m.column("length").to_numpy())
+            scores.append(m.column("score").combine_chunks())
+        id_arr = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
+        kept = choose_kept(label, nodes, id_arr, np.concatenate(lengths) if lengths else np.zeros(0, np.int64),
+                           pa.concat_arrays(scores) if scores else pa.array([], pa.float64()), cfg.keep)
+        kept_id = id_arr.take(pa.array(kept))
+        names = {k: f"mh-{xxhash.xxh64_intdigest(v.encode('utf-8'), HASH_SEED):016x}"
+                 for k, v in zip(np.unique(kept).tolist(), id_arr.take(pa.array(np.unique(kept))).to_pylist())}
+        cluster = [names[k] for k in kept.tolist()]
+        removed = kept != np.arange(len(nodes))
+        _atomic_parquet(_cluster_table(node_rank, node_idx, removed, cluster, kept_id),
+                        os.path.join(wd, "clusters", "000.parquet"))
+        sizes = np.bincount(label) if len(label) else np.zeros(0, np.int64)
+        sizes = sizes[sizes > 0]
+        atomic_write_json(os.path.join(wd, "clusters", "000.json"), {
+            "pairs": int(len(pairs)), "clusters": int(len(sizes)), "docs_in_clusters": int(len(nodes)),
+            "removed": int(removed.sum()), "largest_cluster": int(sizes.max()) if len(sizes) else 0})
+
+    def global_summary(self, run: RunContext) -> dict[str, Any]:
+        bands, rows = self.config.lsh()
+        s = _read_json(os.path.join(self.work_dir(run), "clusters", "000.json"))
+        return {"method": "minhash", "threshold": self.config.threshold, "ngram": self.config.ngram,
+                "num_perm": self.config.num_perm, "bands": bands, "rows": rows, "keep": self.config.keep,
+                "false_positive_area": round(false_positive_area(self.config.threshold, bands, rows), 6),
+                "false_negative_area": round(false_negative_area(self.config.threshold, bands, rows), 6), **s}

@@ -25,7 +25,6 @@ import math
 import os
 import random
 import re
-import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from rapidfuzz.distance import LCSseq
 
 from corpus import schema
 from corpus.errors import ConfigError, InputError
+from corpus.textnorm import token_spans
 
 SUMMARY_FILE = "summary.json"
 MATCHES_FILE = "matches.parquet"
@@ -72,9 +72,16 @@ class Report:
 
     @property
     def threshold(self) -> float | None:
+        """The run's LCS-ratio removal threshold (exact tier), when its config records it."""
+        return self.threshold_for("exact")
+
+    def threshold_for(self, tier: str) -> float | None:
+        """The removal threshold of ``tier``: the fuzzy tier has its own (``fuzzy_lcs_threshold``)."""
         cfg = self.summary.get("config") or {}
-        val = cfg.get("lcs_threshold")
-        return float(val) if isinstance(val, (int, float)) else None
+        val = cfg.get("fuzzy_lcs_threshold") if tier == "fuzzy" else None
+        if not isinstance(val, (int, float)) or isinstance(val, bool):
+            val = cfg.get("lcs_threshold")
+        return float(val) if isinstance(val, (int, float)) and not isinstance(val, bool) else None
 
 
 def _empty_matches() -> pl.DataFrame:
@@ -82,7 +89,7 @@ def _empty_matches() -> pl.DataFrame:
         "doc_id": pl.Utf8, "benchmark": pl.Utf8, "item_id": pl.Utf8, "field": pl.Utf8,
         "grams_matched": pl.Int32, "lcs_ratio": pl.Float64, "doc_start": pl.Int64, "doc_end": pl.Int64,
         "tier": pl.Utf8, "matched_grams_sample": pl.Utf8, "source": pl.Utf8, "domain": pl.Utf8,
-        "removed": pl.Boolean,
+        "removed": pl.Boolean, "doc_field": pl.Utf8, "contaminated": pl.Boolean,
     })
 
 
@@ -106,6 +113,10 @@ def _read_matches(path: str) -> pl.DataFrame:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}; columns found: "
                          f"{', '.join(df.columns) or '(none)'}. This file was not written by "
                          "`mathcorpus decontam run`, or by an older version; rerun it")
+    if "contaminated" not in df.columns:
+        # an older report without the per-pair verdict: a pair counts as confirmed when it
+        # removed its document
+        df = df.with_columns(pl.col("removed").alias("contaminated"))
     base = _empty_matches()
     for name, dtype in base.schema.items():
         if name not in df.columns:
@@ -187,14 +198,17 @@ def _histogram(report: Report) -> dict[str, Any]:
 
 
 def _tier_stats(m: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Per tier: candidate pairs, confirmed pairs, and the documents and items they involve."""
     out: dict[str, dict[str, int]] = {}
     for tier in sorted(set(m["tier"].drop_nulls().to_list()) | set(TIERS)):
         sub = m.filter(pl.col("tier") == tier)
-        rem = sub.filter(pl.col("removed"))
+        conf = sub.filter(pl.col("contaminated").fill_null(False))
+        rem = sub.filter(pl.col("removed").fill_null(False))
         out[tier] = {
             "matches": sub.height,
-            "docs": sub["doc_id"].n_unique() if sub.height else 0,
-            "items": sub.select(["benchmark", "item_id"]).unique().height if sub.height else 0,
+            "confirmed": conf.height,
+            "docs": conf["doc_id"].n_unique() if conf.height else 0,
+            "items": conf.select(["benchmark", "item_id"]).unique().height if conf.height else 0,
             "docs_removed": rem["doc_id"].n_unique() if rem.height else 0,
         }
     return out
@@ -205,8 +219,9 @@ def summary_view(report: Report, top: int = 10) -> dict[str, Any]:
     s = report.summary
     m = report.matches
     per_tier_items: dict[tuple[str, str], int] = {}
-    if m.height:
-        g = m.group_by(["benchmark", "tier"]).agg(pl.col("item_id").n_unique().alias("n"))
+    conf = m.filter(pl.col("contaminated").fill_null(False))
+    if conf.height:
+        g = conf.group_by(["benchmark", "tier"]).agg(pl.col("item_id").n_unique().alias("n"))
         per_tier_items = {(r["benchmark"], r["tier"]): int(r["n"]) for r in g.iter_rows(named=True)}
     benchmarks = []
     for name in sorted(s["benchmarks"]):
@@ -250,6 +265,7 @@ def summary_view(report: Report, top: int = 10) -> dict[str, Any]:
         "domains_total": len([v for v in (s.get("by_domain") or {}).values() if v]),
         "lcs_histogram": _histogram(report),
         "threshold": report.threshold,
+        "fuzzy_threshold": report.threshold_for("fuzzy") if m.filter(pl.col("tier") == "fuzzy").height else None,
         "tiers": _tier_stats(m),
         "matches": m.height,
         "unchecked": unchecked,
@@ -259,24 +275,18 @@ def summary_view(report: Report, top: int = 10) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- highlighting
-# One token per CJK character (as the matcher does), otherwise runs of letters and digits.
-_TOKEN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff]|[^\W_]+")
 _DIGITS_RE = re.compile(r"\d+")
 
 
 def display_tokens(text: str, mask_numbers: bool = False) -> list[tuple[int, int, str]]:
-    """Tokens of ``text`` with their char offsets, compared case- and width-insensitively.
+    """The matcher's tokens of ``text`` (corpus.textnorm) with their char offsets in ``text``.
 
-    This tokenizer is for display only: it keeps the offsets into the original text (the
-    matcher's normalizer does not), so the shared spans can be highlighted where they are.
+    With ``mask_numbers`` every digit run becomes ``#``, as the fuzzy tier compares them.
     """
-    out = []
-    for mt in _TOKEN_RE.finditer(text):
-        key = unicodedata.normalize("NFKC", mt.group()).lower()
-        if mask_numbers:
-            key = _DIGITS_RE.sub("#", key)
-        out.append((mt.start(), mt.end(), key))
-    return out
+    tokens, starts, ends = token_spans(text)
+    if mask_numbers:
+        tokens = [_DIGITS_RE.sub("#", t) for t in tokens]
+    return list(zip(starts, ends, tokens))
 
 
 def shared_spans(a: str, b: str, *, mask_numbers: bool = False, min_run: int = MIN_HIGHLIGHT_RUN
@@ -333,9 +343,11 @@ class Pair:
     doc_start: int | None
     doc_end: int | None
     removed: bool
+    contaminated: bool
     source: str | None
     domain: str | None
     matched_grams: list[str] = field(default_factory=list)
+    doc_field: str | None = None
     item_text: str | None = None
     doc_window: str | None = None
     # char offset of doc_window inside the document (the window shown includes some context)
@@ -350,13 +362,24 @@ class Pair:
         return d
 
 
+VERDICTS = ("all", "contaminated", "below")
+
+
 def select_pairs(report: Report, n: int | None, *, benchmarks: Sequence[str] = (), min_ratio: float | None = None,
-                 tier: str | None = None, order: str = "high", seed: int = 0) -> pl.DataFrame:
+                 tier: str | None = None, order: str = "high", seed: int = 0, verdict: str = "all"
+                 ) -> pl.DataFrame:
     """Match rows to show: filtered, then the ``n`` highest/lowest ratios or a seeded sample.
 
-    ``n=None`` keeps every row that passes the filters.
+    ``verdict`` keeps all candidate pairs, only ``contaminated`` ones (the rule held) or only
+    those ``below`` the rule. ``n=None`` keeps every row that passes the filters.
     """
     m = report.matches
+    if verdict == "contaminated":
+        m = m.filter(pl.col("contaminated").fill_null(False))
+    elif verdict == "below":
+        m = m.filter(~pl.col("contaminated").fill_null(False))
+    elif verdict != "all":
+        raise InputError(f"verdict must be one of {', '.join(VERDICTS)}, got {verdict!r}")
     if benchmarks:
         known = set(report.summary["benchmarks"]) | set(m["benchmark"].unique().to_list())
         unknown = [b for b in benchmarks if b not in known]
@@ -400,10 +423,10 @@ def _parse_grams(raw: str | None) -> list[str]:
 
 
 def read_doc_texts(paths: Iterable[str], doc_ids: set[str]) -> dict[str, dict[str, Any]]:
-    """Rows (as dicts of string columns) of the documents in ``doc_ids`` found under ``paths``.
+    """Rows (as dicts) of the documents in ``doc_ids`` found under ``paths``.
 
-    Reads only the ``id`` column plus string columns, and only the matching rows, file by file,
-    so a large removed/ folder is never loaded whole.
+    Streams the files batch by batch and keeps only the matching rows, so a large removed/
+    folder is never loaded whole.
     """
     from corpus.shards import iter_batches, list_input_files
 
@@ -421,21 +444,39 @@ def read_doc_texts(paths: Iterable[str], doc_ids: set[str]) -> dict[str, dict[st
                 mask = pa.compute.is_in(batch.column(schema.ID), value_set=ids)
                 if not pa.compute.any(mask).as_py():
                     continue
-                sub = batch.filter(mask)
-                cols = [n for n, t in zip(sub.schema.names, sub.schema.types)
-                        if pa.types.is_string(t) or pa.types.is_large_string(t)]
-                for row in sub.select(cols).to_pylist():
+                for row in batch.filter(mask).to_pylist():
                     out.setdefault(row[schema.ID], row)
             if len(out) == len(doc_ids):
                 return out
     return out
 
 
-def registry_lookup(benchmark: str, item_ids: Sequence[str]) -> dict[str, dict[str, str]]:
-    """Item fields from the bundled benchmark registry (decontam/benchmarks.py)."""
+def registry_lookup(benchmark: str, item_ids: Sequence[str], benchmark_files: Sequence[str] = ()
+                    ) -> dict[str, dict[str, str]]:
+    """Item fields from the benchmark registry: a ``NAME=PATH:...`` file of the run, else bundled data."""
     from decontam import benchmarks as registry
 
-    return registry.item_fields(benchmark, item_ids)
+    bench = None
+    for spec in benchmark_files:
+        if str(spec).split("=", 1)[0].strip() == benchmark:
+            bench = registry.load_file_benchmark(str(spec))
+    if bench is None:
+        bench = registry.load_bundled(benchmark)
+    want = {str(i) for i in item_ids}
+    return {it.item_id: {"question": it.question, "solution": it.solution, "answer": it.answer,
+                         "choices": it.choices, "both": it.both_text()}
+            for it in bench.items if it.item_id in want}
+
+
+def _run_benchmark_files(report: Report) -> list[str]:
+    cfg = report.summary.get("config") or {}
+    for key in ("benchmark_files", "benchmark_file"):
+        val = cfg.get(key)
+        if isinstance(val, str) and val:
+            return [v for v in val.split(",") if v]
+        if isinstance(val, list):
+            return [str(v) for v in val]
+    return []
 
 
 def _item_text(fields: dict[str, str] | None, field_name: str | None) -> str | None:
@@ -452,6 +493,24 @@ def _item_text(fields: dict[str, str] | None, field_name: str | None) -> str | N
     return q or a or None
 
 
+_MSG_FIELD_RE = re.compile(r"^(.+)\[(\d+)\]$")
+
+
+def _field_text(doc: dict[str, Any], doc_field: str | None) -> str:
+    """The checked text of a document: ``text``, another column, or one chat message (``messages[2]``)."""
+    if doc_field and doc_field in doc and isinstance(doc[doc_field], str):
+        return doc[doc_field]
+    m = _MSG_FIELD_RE.match(doc_field or "")
+    if m and isinstance(doc.get(m.group(1)), list):
+        msgs = doc[m.group(1)]
+        i = int(m.group(2))
+        if i < len(msgs):
+            msg = msgs[i]
+            return str(msg.get("content") or "") if isinstance(msg, dict) else str(msg)
+    val = doc.get(schema.TEXT)
+    return val if isinstance(val, str) else ""
+
+
 def _cut_middle(text: str, limit: int) -> str:
     """Cut a window longer than ``limit`` chars in its middle, keeping its start and its end."""
     if len(text) <= limit:
@@ -465,13 +524,22 @@ def build_pairs(report: Report, rows: pl.DataFrame, *, lookup: ItemLookup | None
                 max_window: int = MAX_WINDOW_CHARS) -> list[Pair]:
     """Turn match rows into :class:`Pair` objects with item text, document window and spans.
 
-    Document texts come from ``removed/`` (and ``doc_paths``, e.g. the kept output, for
-    matches that did not remove their document); item texts from ``lookup`` (default: the
-    benchmark registry). Missing texts are left as None and shown as unavailable.
+    Document texts come from ``removed/``, then from the run's kept output (the ``output``
+    recorded in summary.json, when it still exists) and ``doc_paths``, for matches that did
+    not remove their document; item texts from ``lookup`` (default: the benchmark registry).
+    Missing texts are left as None and shown as unavailable.
     """
-    lookup = lookup or registry_lookup
+    if lookup is None:
+        files = _run_benchmark_files(report)
+
+        def lookup(bench: str, ids: Sequence[str]) -> dict[str, dict[str, str]]:
+            return registry_lookup(bench, ids, files)
     want = set(rows["doc_id"].to_list())
-    docs = read_doc_texts([report.removed_dir, *doc_paths], want)
+    paths = [report.removed_dir]
+    out_dir = report.summary.get("output")
+    if isinstance(out_dir, str) and os.path.isdir(out_dir):
+        paths.append(out_dir)
+    docs = read_doc_texts([*paths, *doc_paths], want)
     items: dict[tuple[str, str], dict[str, str]] = {}
     for bench in sorted(set(rows["benchmark"].to_list())):
         ids = sorted(set(rows.filter(pl.col("benchmark") == bench)["item_id"].to_list()))
@@ -490,8 +558,7 @@ def build_pairs(report: Report, rows: pl.DataFrame, *, lookup: ItemLookup | None
         window = None
         offset = 0
         if doc is not None:
-            doc_col = r.get("doc_field") if r.get("doc_field") in doc else schema.TEXT
-            text = doc.get(doc_col) or ""
+            text = _field_text(doc, r.get("doc_field"))
             s = r.get("doc_start")
             e = r.get("doc_end")
             s = 0 if s is None else max(0, min(int(s), len(text)))
@@ -502,13 +569,17 @@ def build_pairs(report: Report, rows: pl.DataFrame, *, lookup: ItemLookup | None
                 ws -= 1
             while we < len(text) and we < e + context + 20 and not text[we].isspace():
                 we += 1
-            window = _cut_middle(text[ws:we], max_window)
-            offset = ws
+            raw = text[ws:we]
+            # blank lines of the context say nothing; keep the offset of what is shown
+            lead = len(raw) - len(raw.lstrip())
+            window = _cut_middle(raw.strip(), max_window)
+            offset = ws + lead
         pair = Pair(
             benchmark=r["benchmark"], item_id=str(r["item_id"]), field=r.get("field"), tier=tier,
             lcs_ratio=float(r["lcs_ratio"]) if r["lcs_ratio"] is not None else math.nan,
             grams_matched=r.get("grams_matched"), doc_id=r["doc_id"], doc_start=r.get("doc_start"),
-            doc_end=r.get("doc_end"), removed=bool(r.get("removed")), source=r.get("source"),
+            doc_end=r.get("doc_end"), removed=bool(r.get("removed")),
+            contaminated=bool(r.get("contaminated")), doc_field=r.get("doc_field"), source=r.get("source"),
             domain=r.get("domain"), matched_grams=_parse_grams(r.get("matched_grams_sample")),
             item_text=item, doc_window=window, window_offset=offset,
         )
@@ -520,7 +591,8 @@ def build_pairs(report: Report, rows: pl.DataFrame, *, lookup: ItemLookup | None
 
 # ----------------------------------------------------------------------------- diff
 def _contaminated(report: Report, tier: str | None) -> pl.DataFrame:
-    m = report.matches.filter(pl.col("removed"))
+    """Confirmed pairs (the LCS-ratio rule held), optionally of one tier."""
+    m = report.matches.filter(pl.col("contaminated").fill_null(False))
     return m.filter(pl.col("tier") == tier) if tier else m
 
 
@@ -547,17 +619,18 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _why(row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
-    return {k: row.get(k) for k in ("benchmark", "item_id", "doc_id", "field", "tier", "lcs_ratio",
-                                    "grams_matched", "removed")}
+    return {k: row.get(k) for k in ("benchmark", "item_id", "doc_id", "field", "doc_field", "tier", "lcs_ratio",
+                                    "grams_matched", "contaminated", "removed")}
 
 
 def diff_reports(a: Report, b: Report, *, tier: str | None = None) -> dict[str, Any]:
     """Benchmark items and documents newly contaminated or newly clean from run A to run B.
 
-    A document is contaminated in a run when that run removed it; an item is contaminated
-    when at least one document was removed because of it. Each change carries the best
-    match that explains it: for a newly contaminated document the match in B, for a newly
-    clean one the match in A and, when B still matched it below the removal rule, B's ratio.
+    A (document, item) pair is contaminated in a run when it passed that run's rule (the
+    ``contaminated`` column of matches.parquet); a document or an item is contaminated when
+    it has such a pair. Each change carries the best pair that explains it: for a newly
+    contaminated one the pair in B; for a newly clean one the pair in A and, when B still
+    matched it below its rule, B's best pair (``now``).
     """
     ca, cb = _contaminated(a, tier), _contaminated(b, tier)
     docs_a = set(ca["doc_id"].to_list())
@@ -598,7 +671,8 @@ def diff_reports(a: Report, b: Report, *, tier: str | None = None) -> dict[str, 
     return {
         "a": a.path, "b": b.path, "tier": tier or "all",
         "docs_in": [a.summary.get("docs_in"), b.summary.get("docs_in")],
-        "docs_removed": [len(docs_a), len(docs_b)],
+        "docs_contaminated": [len(docs_a), len(docs_b)],
+        "docs_removed": [a.summary.get("docs_removed"), b.summary.get("docs_removed")],
         "items_contaminated": [len(items_a), len(items_b)],
         "config_changes": config_changes,
         "benchmarks": per_bench,
@@ -653,8 +727,8 @@ def render_summary(view: dict[str, Any], console: Any) -> None:
     console.print(f"{view['docs_in']:,} documents in, {view['docs_kept']:,} kept, "
                   f"[bold red]{view['docs_removed']:,} removed[/bold red] ({view['pct_removed']}%); "
                   f"{view['matches']:,} matched (document, item) pairs"
-                  + "".join(f"; {t}: {s['matches']:,} pairs in {s['docs']:,} docs"
-                            for t, s in view["tiers"].items() if s["matches"]))
+                  + "".join(f"; {t} tier: {s['confirmed']:,} of {s['matches']:,} pairs confirmed, in {s['docs']:,} "
+                            f"docs" for t, s in view["tiers"].items() if s["matches"]))
     if rules:
         console.print(f"rules: {rules}")
     t = Table(title="Per benchmark", title_justify="left", header_style="bold")
@@ -689,8 +763,10 @@ def render_summary(view: dict[str, Any], console: Any) -> None:
 
     h = view["lcs_histogram"]
     thr = view.get("threshold")
-    ht = Table(title="LCS-ratio distribution of matches" + (f" (removal threshold {thr})" if thr is not None else ""),
-               title_justify="left", header_style="bold")
+    # a heading line, not a table title: rich would wrap a title wider than the table
+    console.print("[italic]LCS-ratio distribution of matches[/italic]"
+                  + (f" (removal threshold {thr})" if thr is not None else ""))
+    ht = Table(header_style="bold")
     ht.add_column("ratio")
     ht.add_column("matches", justify="right")
     tiers = [tn for tn in TIERS if tn in h["by_tier"]] if len(h["by_tier"]) > 1 else []
@@ -728,7 +804,8 @@ def render_summary(view: dict[str, Any], console: Any) -> None:
         console.print(et)
 
 
-def render_pairs(pairs: Sequence[Pair], console: Any, threshold: float | None = None) -> None:
+def render_pairs(pairs: Sequence[Pair], console: Any, thresholds: dict[str, float | None] | None = None
+                 ) -> None:
     """Print each pair as a two-column table: benchmark item | document window, shared spans lit."""
     from rich.table import Table
     from rich.text import Text
@@ -738,8 +815,10 @@ def render_pairs(pairs: Sequence[Pair], console: Any, threshold: float | None = 
         return
     for i, p in enumerate(pairs, 1):
         style = HIGHLIGHT_FUZZY if p.tier == "fuzzy" else HIGHLIGHT
-        verdict = "[red]removed[/red]" if p.removed else "[green]kept[/green]"
+        verdict = ("[red]removed[/red]" if p.removed else "[green]kept[/green]") + (
+            "" if p.contaminated else " (pair below the rule)")
         grams = f", {p.grams_matched} grams" if p.grams_matched is not None else ""
+        threshold = (thresholds or {}).get(p.tier)
         title = (f"#{i}  ratio [bold]{_fmt_ratio(p.lcs_ratio)}[/bold]"
                  + (f" (threshold {threshold})" if threshold is not None else "")
                  + f"  tier {p.tier}{grams}  {verdict}")
@@ -747,7 +826,8 @@ def render_pairs(pairs: Sequence[Pair], console: Any, threshold: float | None = 
         t.add_column(f"{p.benchmark} item {p.item_id}" + (f" ({p.field})" if p.field else ""), ratio=1)
         where = "" if p.doc_start is None else f" chars {p.doc_start}–{p.doc_end}"
         origin = " · ".join(x for x in (p.source, p.domain) if x)
-        t.add_column(f"document {p.doc_id}{where}" + (f" [{origin}]" if origin else ""), ratio=1)
+        fld = f" {p.doc_field}" if p.doc_field and p.doc_field != schema.TEXT else ""
+        t.add_column(f"document {p.doc_id}{fld}{where}" + (f" [{origin}]" if origin else ""), ratio=1)
         left = Text(p.item_text) if p.item_text else Text("(item text unavailable: benchmark not in the "
                                                           "registry)", style="italic dim")
         right = Text(p.doc_window) if p.doc_window is not None else Text(
@@ -779,9 +859,9 @@ def render_diff(diff: dict[str, Any], console: Any, limit: int = 20) -> None:
         console.print(ct)
     else:
         console.print("Same config in both runs.")
-    da, db = diff["docs_removed"]
+    da, db = diff["docs_contaminated"]
     ia, ib = diff["items_contaminated"]
-    console.print(f"documents removed: {da:,} → {db:,}  (+{len(diff['docs']['newly_contaminated']):,} newly "
+    console.print(f"documents contaminated: {da:,} → {db:,}  (+{len(diff['docs']['newly_contaminated']):,} newly "
                   f"contaminated, −{len(diff['docs']['newly_clean']):,} newly clean)")
     console.print(f"benchmark items contaminated: {ia:,} → {ib:,}  (+{len(diff['items']['newly_contaminated']):,}"
                   f", −{len(diff['items']['newly_clean']):,})")

@@ -44,20 +44,24 @@ def _split(values: tuple[str, ...]) -> list[str]:
               help="Only pairs whose LCS ratio is at least this.")
 @click.option("--tier", type=click.Choice(list(rp.TIERS)), default=None,
               help="Only pairs of this tier: exact (13-gram) or fuzzy (near-duplicate).")
+@click.option("--verdict", type=click.Choice(list(rp.VERDICTS)), default="all", show_default=True,
+              help="Pairs to show: all candidate pairs, only contaminated ones (the LCS rule held), or only those "
+                   "below the rule.")
 @click.option("--order", type=click.Choice(["high", "low", "sample"]), default="high", show_default=True,
               help="Which pairs --show picks: highest ratios, lowest ratios, or a seeded random sample.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --order sample.")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
               help="How many sources and domains to list.")
 @click.option("--docs", "doc_paths", multiple=True,
-              help="Shards (e.g. the kept OUTPUT) to look up documents that were matched but not removed.")
+              help="More shards to look up documents that were matched but not removed (the run's OUTPUT is "
+                   "searched by default while it exists).")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False),
               help="Also write one self-contained HTML page (works offline) to this file.")
 @click.option("--html-pairs", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Most matched pairs embedded in the HTML page (highest ratios first).")
 @json_option
 def report_command(report_dir: str, show: int, benchmarks: tuple[str, ...], min_ratio: float | None,
-                   tier: str | None, order: str, seed: int, top: int, doc_paths: tuple[str, ...],
+                   tier: str | None, verdict: str, order: str, seed: int, top: int, doc_paths: tuple[str, ...],
                    html_out: str | None, html_pairs: int, as_json: bool) -> None:
     """Summarize a decontam REPORT_DIR: what was removed, from where, and why.
 
@@ -79,7 +83,7 @@ def report_command(report_dir: str, show: int, benchmarks: tuple[str, ...], min_
     pairs: list[rp.Pair] = []
     if show:
         rows = rp.select_pairs(report, show, benchmarks=bench, min_ratio=min_ratio, tier=tier, order=order,
-                               seed=seed)
+                               seed=seed, verdict=verdict)
         pairs = rp.build_pairs(report, rows, doc_paths=doc_paths)
     elif bench or min_ratio is not None or tier:
         # filters only make sense for the pairs: check them anyway so a typo is not silent
@@ -88,7 +92,7 @@ def report_command(report_dir: str, show: int, benchmarks: tuple[str, ...], min_
         from decontam.html import write_html
 
         rows = rp.select_pairs(report, html_pairs, benchmarks=bench, min_ratio=min_ratio, tier=tier,
-                               order="high")
+                               order="high", verdict=verdict)
         html_pairs_list = rp.build_pairs(report, rows, doc_paths=doc_paths)
         d = os.path.dirname(os.path.abspath(html_out))
         if not os.path.isdir(d):
@@ -106,7 +110,7 @@ def report_command(report_dir: str, show: int, benchmarks: tuple[str, ...], min_
     rp.render_summary(view, console)
     if show:
         console.print()
-        rp.render_pairs(pairs, console, threshold=view.get("threshold"))
+        rp.render_pairs(pairs, console, {t: report.threshold_for(t) for t in rp.TIERS})
 
 
 @click.command("diff", context_settings={"max_content_width": 100})

@@ -14,15 +14,18 @@ Two engines give the same ids:
   the input (:func:`choose_engine`); otherwise export falls back to ``hf``. The engine used
   is recorded in the manifest.
 
-Special-token strings inside document text (``<|endoftext|>``, ``<|im_start|>`` ...) are
-plain text: they are tokenized like any other characters and never become control tokens
-(HF: ``encode_special_tokens = True``; tiktoken: ordinary encoding). So the EOS id appears
-only where export appends it, at the end of each document, and a document that quotes a
-chat template cannot inject fake document boundaries.
+Special-token strings inside document text are plain text. That covers every added token,
+special or not (``<|endoftext|>``, ``<|im_start|>``, and Qwen's non-special ``<tool_call>``
+and ``<|fim_prefix|>``, which HF would otherwise match even with ``encode_special_tokens``):
+they are tokenized by the BPE model like any other characters and never become control
+tokens (HF: text is encoded by a copy of the tokenizer without its added tokens; tiktoken:
+ordinary encoding). So the EOS id appears only where export appends it, at the end of each
+document, and a document that quotes a chat template cannot inject fake boundaries.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -112,12 +115,13 @@ def resolve_tokenizer(name_or_path: str | None) -> TokenizerRef:
 
 
 # ----------------------------------------------------------------------------- loading
-@dataclass
+@dataclass(eq=False)  # hashed by identity: the per-process caches key on it
 class LoadedTokenizer:
-    """The HF tokenizer with special-token matching switched off, plus what export needs."""
+    """The HF tokenizer, its text encoder (no added tokens), and what export needs."""
 
     ref: TokenizerRef
-    hf: Any  # tokenizers.Tokenizer
+    hf: Any  # tokenizers.Tokenizer, complete: ids of added tokens, decoding
+    text: Any  # the same without added tokens or post-processor: encodes document text
     spec: dict[str, Any]
     vocab_size: int
     eos_token: str
@@ -130,18 +134,27 @@ class LoadedTokenizer:
 
 
 def load_tokenizer(ref: TokenizerRef, eos: str | None = None) -> LoadedTokenizer:
-    """Load ``ref`` with HF tokenizers; pick the EOS token (``eos`` or the first known candidate)."""
+    """Load ``ref`` with HF tokenizers; pick the EOS token (``eos`` or the first known candidate).
+
+    Cached per process (keyed by the file hash), so tasks run one after another in one
+    worker load it once.
+    """
+    return _load_tokenizer(ref, eos)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_tokenizer(ref: TokenizerRef, eos: str | None) -> LoadedTokenizer:
     from tokenizers import Tokenizer
 
     try:
         raw = Path(ref.path).read_text(encoding="utf-8")
         spec = json.loads(raw)
         tok = Tokenizer.from_str(raw)
+        # Added-token strings in documents are text, never control tokens (see module doc).
+        text = Tokenizer.from_str(json.dumps({**spec, "added_tokens": [], "post_processor": None}))
     except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exception on a bad file
         raise ConfigError(f"{ref.path}: cannot load it as an HF tokenizers file ({exc}); pass a tokenizer.json "
                           "written by tokenizers/transformers") from exc
-    # Special-token strings in documents are text, never control tokens (see module doc).
-    tok.encode_special_tokens = True
     vocab_size = int(tok.get_vocab_size(with_added_tokens=True))
     if eos is not None:
         eos_id = tok.token_to_id(eos)
@@ -168,7 +181,7 @@ def load_tokenizer(ref: TokenizerRef, eos: str | None = None) -> LoadedTokenizer
         if eos_id is None:
             raise ConfigError(f"{ref.name}: no end-of-document token found (tried {', '.join(EOS_CANDIDATES)} and "
                               "tokenizer_config.json's eos_token); pass --eos TOKEN")
-    return LoadedTokenizer(ref=ref, hf=tok, spec=spec, vocab_size=vocab_size, eos_token=eos_token, eos_id=int(eos_id))
+    return LoadedTokenizer(ref=ref, hf=tok, text=text, spec=spec, vocab_size=vocab_size, eos_token=eos_token, eos_id=int(eos_id))
 
 
 def _eos_hint(tok: Any) -> str:
@@ -190,7 +203,7 @@ class HFEngine:
     name = "hf"
 
     def __init__(self, tok: LoadedTokenizer) -> None:
-        self.tok = tok.hf
+        self.tok = tok.text
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
@@ -269,11 +282,16 @@ def _pretokenizer_pattern(pre: Any) -> str | None:
 
 
 def build_tiktoken(tok: LoadedTokenizer) -> tuple[Any | None, bool, str]:
+    """(tiktoken Encoding, apply NFC first, "ok") or (None, False, why not); cached per process."""
+    return _build_tiktoken(tok.ref, tok)
+
+
+@functools.lru_cache(maxsize=4)
+def _build_tiktoken(ref: TokenizerRef, tok: LoadedTokenizer) -> tuple[Any | None, bool, str]:
     """A tiktoken Encoding equivalent to ``tok`` by construction, or (None, _, why not).
 
     Structural conditions: byte-level BPE with no dropout/prefix/suffix/byte fallback; an NFC
-    or no normalizer; a byte-level pre-tokenizer regex; every added token special (they are
-    never matched in text, see module doc); every vocab entry a single byte or the result of
+    or no normalizer; a byte-level pre-tokenizer regex; every vocab entry a single byte or the result of
     a merge; and merge results numbered in merge order, so that "lowest rank first" (tiktoken)
     and "earliest merge first" (HF) pick the same pair. Identity on real text is then checked
     by :func:`verify_identity`.
@@ -291,14 +309,16 @@ def build_tiktoken(tok: LoadedTokenizer) -> tuple[Any | None, bool, str]:
     pattern = _pretokenizer_pattern(spec.get("pre_tokenizer"))
     if pattern is None:
         return None, False, "pre-tokenizer is not byte-level BPE's regex split"
-    if any(not a.get("special") for a in spec.get("added_tokens", [])):
-        return None, False, "non-special added tokens are matched inside text by HF tokenizers"
     byte_of = {c: b for b, c in _bytes_to_unicode().items()}
     vocab: dict[str, int] = model.get("vocab") or {}
+    # added tokens that also sit in the model vocab (GPT-2's <|endoftext|>) are never produced
+    # from text under our policy, so they are no BPE ranks
+    added = {int(a["id"]) for a in spec.get("added_tokens", [])}
     ranks: dict[bytes, int] = {}
     try:
         for s, i in vocab.items():
-            ranks[bytes(byte_of[ch] for ch in s)] = int(i)
+            if int(i) not in added:
+                ranks[bytes(byte_of[ch] for ch in s)] = int(i)
     except KeyError:
         return None, False, "vocab holds tokens outside the byte-level alphabet"
     if sum(1 for b in ranks if len(b) == 1) != 256:
@@ -313,7 +333,7 @@ def build_tiktoken(tok: LoadedTokenizer) -> tuple[Any | None, bool, str]:
             return None, False, "merge results are not numbered in merge order"
         last = rid
         produced += 1
-    if produced + 256 != len(vocab):
+    if produced + 256 != len(ranks):
         return None, False, "some vocab entries are not produced by any merge"
     import tiktoken
 

@@ -1,0 +1,251 @@
+"""Recall benchmarks: scoring throughput against raw fastText predict, and classifier quality.
+
+``throughput`` (default): ``recall score`` (the recall-score stage on the stage runner: read
+Parquet shards, preprocess on Arrow arrays, batch predict, write kept and removed shards)
+against the peer, raw fastText ``model.predict(list_of_str, k=1)`` over the same documents,
+already preprocessed into strings and already in memory, in batches of the same size. Both
+run in this process's run, on one core each, with the same model. Target: ratio >= 0.85.
+
+``quality``: English and Chinese models trained on 80% of ../shared/data/corpus_samples
+(split by id hash) and evaluated on the other 20%; then leave-one-source-out: for every
+source, a model trained without it is scored on it. Chinese segmentation is measured both
+ways (character n-grams and jieba). Never reads the benchmark files.
+
+Run:  .venv/bin/python bench/recall.py throughput --mb 100
+      .venv/bin/python bench/recall.py quality
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# This file is named like the recall package: take its folder off sys.path so that
+# `import recall` finds the package, and load the shared helpers by path.
+_BENCH = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
+_spec = importlib.util.spec_from_file_location("_bench_common", _BENCH / "_common.py")
+_common = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(_common)  # type: ignore[union-attr]
+REPO, SAMPLE, make_parquet_folder = _common.REPO, _common.SAMPLE, _common.make_parquet_folder
+
+SHARED = REPO.parent / "shared" / "data" / "corpus_samples"
+OUT = REPO / "bench" / "out" / "recall"
+
+
+# ----------------------------------------------------------------------------- throughput
+def throughput(mb: float, bucket: int, batch_rows: int, rounds: int) -> dict[str, Any]:
+    from corpus.runner import RunOptions, run_stage
+    from corpus.shards import iter_batches, list_input_files
+    from recall.features import preprocess
+    from recall.model import RecallModel, TrainConfig, train_files
+    from recall.stage import ScoreConfig, ScoreStage
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    model_path = OUT / f"bench-{bucket}.bin"
+    if not model_path.exists():
+        cfg = TrainConfig(lang="en", bucket=bucket)  # DeepSeekMath defaults otherwise (dim 256, ngrams 3)
+        t = time.monotonic()
+        train_files([str(SAMPLE)], str(model_path), cfg)
+        print(f"trained {model_path.name} (dim 256, wordNgrams 3, bucket {bucket:,}) in {time.monotonic() - t:.1f} s",
+              file=sys.stderr)
+    data = make_parquet_folder(OUT / f"input-{mb:g}mb", int(mb * 1e6), shard_bytes=int(mb * 1e6 / 4) + 1)
+    files = list_input_files([str(data)])
+    docs = 0
+    text_bytes = 0
+    lines: list[list[str]] = []
+    model = RecallModel(str(model_path))
+    # the peer's strings: the same documents, preprocessed once, outside the timed loop
+    for f in files:
+        for b in iter_batches(f, batch_rows):
+            docs += b.num_rows
+            text_bytes += int(pc.sum(pc.binary_length(b.column("text"))).as_py())
+            lines.append(preprocess(b.column("text"), model.segmenter).to_pylist())
+    ft = model.fasttext
+    ft.predict(lines[0][:10], k=1)  # warm up
+
+    def peer() -> float:
+        t = time.monotonic()
+        for batch in lines:
+            ft.predict(batch, k=1)
+        return time.monotonic() - t
+
+    def ours(overlap: bool) -> tuple[float, float, dict[str, Any]]:
+        out = OUT / "scored"
+        shutil.rmtree(out, ignore_errors=True)
+        stage = ScoreStage(ScoreConfig(model=str(model_path), threshold=0.5, overlap=overlap))
+        t = time.monotonic()
+        summary = run_stage(stage, [str(data)], str(out), RunOptions(workers=1, tasks=1, batch_rows=batch_rows))
+        wall = time.monotonic() - t
+        stats = json.loads((out / "_logs" / "map" / "mathcorpus_stats" / "00000.json").read_text()) \
+            if (out / "_logs" / "map" / "mathcorpus_stats").exists() else \
+            json.loads((out / "_logs" / "mathcorpus_stats" / "00000.json").read_text())
+        return wall, float(stats["seconds"]), summary
+
+    # the machine is shared: alternate peer and ours and keep each one's best round
+    peer_s = ours_s = task_s = single_s = single_task_s = float("inf")
+    summary: dict[str, Any] = {}
+    for _ in range(rounds):
+        peer_s = min(peer_s, peer())
+        w, tk, summary = ours(True)
+        ours_s, task_s = min(ours_s, w), min(task_s, tk)
+        w, tk, _ = ours(False)
+        single_s, single_task_s = min(single_s, w), min(single_task_s, tk)
+    del lines
+    if summary["docs_in"] != docs:
+        raise SystemExit(f"scored {summary['docs_in']} docs, expected {docs}")
+    mbs = text_bytes / 1e6
+    res = {
+        "docs": docs, "text_mb": round(mbs, 1), "bucket": bucket, "batch_rows": batch_rows, "rounds": rounds,
+        "peer_seconds": round(peer_s, 2), "peer_mb_per_s": round(mbs / peer_s, 2),
+        "ours_seconds_end_to_end": round(ours_s, 2), "ours_task_seconds": round(task_s, 2),
+        "single_thread_seconds_end_to_end": round(single_s, 2), "single_thread_task_seconds": round(single_task_s, 2),
+        "ratio_end_to_end": round(peer_s / ours_s, 3), "ratio_task": round(peer_s / task_s, 3),
+        "ratio_single_thread_end_to_end": round(peer_s / single_s, 3),
+        "ratio_single_thread_task": round(peer_s / single_task_s, 3),
+        "kept": summary["kept"], "removed": summary["removed"],
+    }
+    print(f"input: {data} ({res['text_mb']} MB of text, {docs:,} docs; model dim 256, wordNgrams 3, "
+          f"bucket {bucket:,}; batches of {batch_rows:,}; best of {rounds} alternating rounds)")
+    print(f"peer  raw fastText predict(list, k=1) on pre-made strings: {peer_s:.2f} s, {mbs / peer_s:.2f} MB/s")
+    print(f"ours  recall score, read + preprocess + predict + write kept/removed shards: {ours_s:.2f} s end to "
+          f"end ({mbs / ours_s:.2f} MB/s), {task_s:.2f} s in the task (incl. model load)")
+    print(f"      same with overlap off (one thread): {single_s:.2f} s end to end, {single_task_s:.2f} s in the task")
+    verdict = "PASS" if res["ratio_end_to_end"] >= 0.85 else "FAIL"
+    print(f"ratio ours/peer: {res['ratio_end_to_end']:.3f} end to end (incl. worker start and model load), "
+          f"{res['ratio_task']:.3f} in the task; one thread: {res['ratio_single_thread_end_to_end']:.3f} / "
+          f"{res['ratio_single_thread_task']:.3f}; target >= 0.85 end to end: {verdict}")
+    return res
+
+
+# ----------------------------------------------------------------------------- quality
+def _read(name: str) -> list[dict[str, Any]]:
+    with gzip.open(SHARED / name, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def origin(r: dict[str, Any]) -> str:
+    """A short name for the dataset a record comes from (the unit of the source hold-out)."""
+    if r["source"] not in ("web", "book", "code", "qa"):
+        return r["source"]  # math_positive / non_math_negative name their dataset directly
+    rid = r["id"]
+    for prefix, name in (("aqua", "aqua"), ("svamp", "svamp"), ("mawps", "mawps"), ("asdiv", "asdiv"),
+                         ("ape210k", "ape210k"), ("math23k", "math23k"), ("pumpkin", "pumpkin_book"),
+                         ("rogeryoungh", "math_notes_zh"), ("thucnews", "thucnews"),
+                         ("chnsenticorp", "chnsenticorp_hotel"), ("online-shopping", "online_shopping"),
+                         ("waimai", "waimai"), ("dragnet", "dragnet_web"), ("traf", "trafilatura_web"),
+                         ("aeb", "article_benchmark_web"), ("moz", "readability_web")):
+        if rid.startswith(prefix):
+            return name
+    return r["meta"].get("repo", "unknown")
+
+
+def _records(lang: str) -> list[dict[str, Any]]:
+    files = (["math_positive.jsonl.gz", "non_math_negative.jsonl.gz", "en_web_pages.jsonl.gz",
+              "en_math_word_problems.jsonl.gz"] if lang == "en"
+             else ["zh_math_positive.jsonl.gz", "zh_non_math_negative.jsonl.gz"])
+    out = []
+    for f in files:
+        for r in _read(f):
+            out.append({"id": r["id"], "text": r["text"], "label": r["label"], "origin": origin(r)})
+    return out
+
+
+def _train_eval(train: list[dict[str, Any]], test: list[dict[str, Any]], cfg: Any, tmp: str) -> tuple[np.ndarray, Any]:
+    from recall.model import LabelledData, RecallModel, train
+
+    path = os.path.join(tmp, "m.bin")
+    train(LabelledData.from_records(train, "origin"), path, cfg.replace(eval_fraction=0.0))
+    model = RecallModel(path)
+    return model.score(pa.array([r["text"] for r in test], pa.string())), model
+
+
+def quality(dim: int, bucket: int, epoch: int) -> dict[str, Any]:
+    from recall.features import preprocess
+    from recall.model import TrainConfig, eval_mask, evaluate
+
+    results: dict[str, Any] = {"config": {"dim": dim, "bucket": bucket, "epoch": epoch, "word_ngrams": 3,
+                                          "min_count": 3, "lr": 0.1, "thread": 1, "seed": 0}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for lang, segs in (("en", ["char"]), ("zh", ["char", "jieba"])):
+            recs = _records(lang)
+            held = eval_mask([r["id"] for r in recs], 0.2, 0)
+            tr = [r for r, h in zip(recs, held) if not h]
+            te = [r for r, h in zip(recs, held) if h]
+            for seg in segs:
+                cfg = TrainConfig(lang="auto", segmenter=seg, dim=dim, bucket=bucket, epoch=epoch)
+                t = time.monotonic()
+                scores, _ = _train_eval(tr, te, cfg, tmp)
+                secs = time.monotonic() - t
+                y = np.array([r["label"] == "math" for r in te], dtype=np.int8)
+                ev = evaluate(y, scores, 0.95, [r["origin"] for r in te])
+                texts = pa.array([r["text"] for r in recs], pa.string())
+                t = time.monotonic()
+                preprocess(texts, seg)
+                pre_s = time.monotonic() - t
+                mb = pc.sum(pc.binary_length(texts)).as_py() / 1e6
+                key = f"{lang}-{seg}"
+                results[key] = {"train_docs": len(tr), "test_docs": len(te), "precision": ev["precision"],
+                                "recall": ev["recall"], "f1": ev["f1"], "roc_auc": ev["roc_auc"],
+                                "train_eval_seconds": round(secs, 1),
+                                "preprocess_mb_per_s": round(mb / pre_s, 1), "by_origin": ev["by_group"]}
+                print(f"{key}: F1 {ev['f1']:.4f} P {ev['precision']:.4f} R {ev['recall']:.4f} "
+                      f"AUC {ev['roc_auc']:.4f} (train {len(tr)}, test {len(te)}); preprocessing "
+                      f"{mb / pre_s:.1f} MB/s", flush=True)
+            # leave one source out (best segmenter for zh is chosen by the figures above)
+            seg = "char"
+            origins = sorted({r["origin"] for r in recs})
+            loso: dict[str, Any] = {}
+            for o in origins:
+                tr_o = [r for r in recs if r["origin"] != o]
+                te_o = [r for r in recs if r["origin"] == o]
+                labels = {r["label"] for r in tr_o}
+                if len(labels) < 2:
+                    continue
+                cfg = TrainConfig(lang="auto", segmenter=seg, dim=dim, bucket=bucket, epoch=epoch)
+                scores, _ = _train_eval(tr_o, te_o, cfg, tmp)
+                label = te_o[0]["label"]
+                pred = scores >= 0.5
+                acc = float(pred.mean() if label == "math" else (~pred).mean())
+                loso[o] = {"n": len(te_o), "label": label, "accuracy": round(acc, 4),
+                           "mean_score": round(float(scores.mean()), 4)}
+                what = "recall" if label == "math" else "specificity"
+                print(f"  {lang} held-out source {o:24s} n={len(te_o):5d} {label:8s} {what} {acc:.4f}", flush=True)
+            results[f"{lang}-leave-one-source-out"] = loso
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", nargs="?", default="throughput", choices=["throughput", "quality"])
+    ap.add_argument("--mb", type=float, default=100.0, help="throughput: MB of text to score")
+    ap.add_argument("--bucket", type=int, default=200_000, help="fastText buckets of the models")
+    ap.add_argument("--rounds", type=int, default=2, help="throughput: alternating rounds (best one kept)")
+    ap.add_argument("--batch-rows", type=int, default=8192, help="throughput: rows per batch (both sides)")
+    ap.add_argument("--dim", type=int, default=256, help="quality: fastText dim")
+    ap.add_argument("--epoch", type=int, default=3, help="quality: fastText epochs")
+    ap.add_argument("--json", help="also write the results here")
+    a = ap.parse_args()
+    if a.what == "throughput":
+        res = throughput(a.mb, a.bucket, a.batch_rows, a.rounds)
+    else:
+        res = quality(a.dim, a.bucket, a.epoch)
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

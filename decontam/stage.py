@@ -1,0 +1,421 @@
+"""The decontamination stage: thin glue from Arrow batches to kernel, confirmation and report.
+
+Owns the run-time flow of ``mathcorpus decontam run``:
+
+* driver side (:meth:`DecontamStage.prepare`): build the index from the selected benchmarks
+  (or check a prebuilt one) and save it under ``REPORT_DIR/index``; route removed documents
+  to ``REPORT_DIR/removed``;
+* task side (:meth:`DecontamStage.setup` / :meth:`~DecontamStage.process_batch`): load the
+  index lazily (memory-mapped), strip figure code from the rows that have any, run the
+  one-pass kernel over each checked text column of the batch, confirm candidates by the LCS
+  ratio, and split the batch into kept and removed rows; every candidate pair goes to the
+  ``matches`` side table;
+* driver side again (:meth:`DecontamStage.finalize`): merge the side tables into
+  ``REPORT_DIR/matches.parquet`` and write ``REPORT_DIR/summary.json``.
+
+The stage holds only its config and paths, so it pickles cheaply to Slurm and Ray workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from corpus import __version__, schema
+from corpus.config import StageConfig, opt
+from corpus.errors import ConfigError, FatalError, InputError
+from corpus.runner import BatchResult, RunContext, Stage, TaskContext
+from corpus.shards import atomic_write_json
+from corpus.textnorm import figure_spans, strip_figure_code, token_spans
+from decontam.benchmarks import load_benchmarks
+from decontam.confirm import POLICIES, Confirmer, PairResult, group_hits
+from decontam.index import DecontamIndex, IndexOptions, build_index, unchecked_counts
+from decontam.kernel import scan
+
+MATCHES_SIDE = "decontam_matches"
+REPORT_DEFAULT = "_report"
+MESSAGES = "messages"
+
+#: Columns of REPORT_DIR/matches.parquet (the report and diff commands read these names).
+MATCH_SCHEMA = pa.schema([
+    ("doc_id", pa.string()),
+    ("benchmark", pa.string()),
+    ("item_id", pa.string()),
+    ("field", pa.string()),
+    ("grams_matched", pa.int32()),
+    ("lcs_ratio", pa.float64()),
+    ("doc_start", pa.int64()),
+    ("doc_end", pa.int64()),
+    ("tier", pa.string()),
+    ("matched_grams_sample", pa.string()),
+    ("source", pa.string()),
+    ("domain", pa.string()),
+    ("removed", pa.bool_()),
+    ("doc_field", pa.string()),
+    ("contaminated", pa.bool_()),
+])
+HIST_BINS = [round(0.1 * i, 1) for i in range(11)]
+# Cheap, vectorized test for rows that may hold figure code; Python then finds the blocks.
+_FIGURE_HINT = r"\[asy\]|\\begin\{(asy|tikzpicture)\}"
+
+
+@dataclass
+class DecontamConfig(StageConfig):
+    """Options of the decontam stage (section ``decontam`` of a config file)."""
+
+    section: ClassVar[str] = "decontam"
+
+    benchmarks: str | None = opt(None, help="Benchmarks to check against: pretrain (GSM8K + MATH), posttrain "
+                                            "(all twelve Qwen2.5-Math post-training sets), all, or names "
+                                            "separated by commas. Default: pretrain, or the --index's own set.")
+    benchmark_file: list[str] = opt(help="Extra benchmark file NAME=PATH:question_field,answer_field "
+                                         "(.jsonl or .parquet); repeatable.", factory=list, cli=False)
+    index: str | None = opt(None, help="Prebuilt index folder (mathcorpus decontam index); default: build "
+                                       "one into REPORT_DIR/index.")
+    report: str | None = opt(None, help="Report folder: matches.parquet, summary.json, removed/ "
+                                        "(default OUTPUT/_report).")
+    ngram: int = opt(13, help="n-gram length in normalized tokens.")
+    lcs_threshold: float = opt(0.6, help="A pair is contaminated when LCS(item, window) / |item| is above this.")
+    policy: str = opt("ngram+lcs", help="ngram+lcs confirms n-gram hits by the LCS ratio; ngram flags any hit "
+                                        "(for comparison).", choices=POLICIES)
+    min_phrase_tokens: int = opt(8, help="Items shorter than ngram but at least this long are matched as whole "
+                                         "phrases; shorter items are reported as unchecked.")
+    max_gram_items: int = opt(10, help="Drop grams that occur in more than this many benchmark items "
+                                       "(instruction templates, shared setups).")
+    strip_figure_code: bool = opt(True, help="Keep Asymptote and TikZ figure code out of grams and LCS.")
+    text_fields: list[str] = opt(help="Columns to check, comma separated (e.g. question,answer); 'messages' "
+                                      "checks each message of a chat column. Default: text.", factory=list)
+    window_slack: float = opt(0.1, help="Extra window on each side of an aligned item, as a share of its length.")
+    fail_on_hit: bool = opt(False, help="Exit with status 3 when any document was removed (CI gate).")
+
+    def validate(self) -> None:
+        if not 0.0 < self.lcs_threshold <= 1.0:
+            raise ConfigError(f"decontam: lcs_threshold must be in (0, 1], got {self.lcs_threshold}")
+        if not 0.0 <= self.window_slack <= 1.0:
+            raise ConfigError(f"decontam: window_slack must be in [0, 1], got {self.window_slack}")
+        self.index_options().validate()
+
+    def index_options(self) -> IndexOptions:
+        return IndexOptions(ngram=self.ngram, min_phrase_tokens=self.min_phrase_tokens,
+                            max_gram_items=self.max_gram_items, strip_figures=self.strip_figure_code)
+
+
+def report_dir_for(config: DecontamConfig, output: str) -> str:
+    return config.report or os.path.join(output, REPORT_DEFAULT)
+
+
+def _unstrip(x: int, spans: list[tuple[int, int]]) -> int:
+    """Map a char offset in figure-stripped text back to the original text."""
+    shift = 0
+    for a, b in spans:
+        a_stripped = a - shift
+        if x <= a_stripped:
+            break
+        if x == a_stripped + 1:  # inside the one space that replaced the block
+            return b
+        shift += (b - a) - 1
+    return x + shift
+
+
+class DecontamStage(Stage):
+    """Removes documents that contain benchmark items (13-gram + LCS ratio, Qwen2.5-Math rule)."""
+
+    name = "decontam"
+    Config = DecontamConfig
+
+    def __init__(self, config: DecontamConfig) -> None:
+        super().__init__(config)
+        self.index_path: str | None = config.index
+        self.report_dir: str | None = config.report
+        self._index: DecontamIndex | None = None
+        self._confirmer: Confirmer | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # never ship the loaded index: workers memory-map it from index_path in setup()
+        state = dict(self.__dict__)
+        state["_index"] = None
+        state["_confirmer"] = None
+        return state
+
+    @property
+    def cfg(self) -> DecontamConfig:
+        return self.config  # type: ignore[return-value]
+
+    # -- driver ----------------------------------------------------------------------------
+    def prepare(self, run: RunContext) -> None:
+        cfg = self.cfg
+        self.report_dir = report_dir_for(cfg, run.output)
+        os.makedirs(self.report_dir, exist_ok=True)
+        if run.options.removed_dir is None:
+            run.removed_dir = os.path.join(self.report_dir, "removed")
+        if cfg.index:
+            idx = DecontamIndex.load(cfg.index)
+            check_index_matches(idx, cfg, cfg.index)
+            self.index_path = cfg.index
+        else:
+            path = os.path.join(self.report_dir, "index")
+            idx = build_index(load_benchmarks(cfg.benchmarks or "pretrain", cfg.benchmark_file), cfg.index_options())
+            idx.save(path)
+            self.index_path = path
+
+    def finalize(self, run: RunContext, summary: dict[str, Any]) -> None:
+        report = self.report_dir or report_dir_for(self.cfg, run.output)
+        out = write_report(report, run, summary, self.cfg, self.index_path or "")
+        summary["decontam"] = {
+            "report": report, "matches": os.path.join(report, "matches.parquet"),
+            "summary": os.path.join(report, "summary.json"), "docs_removed": out["docs_removed"],
+            "benchmarks_hit": sorted(k for k, v in out["benchmarks"].items() if v["docs_removed"]),
+        }
+
+    # -- task --------------------------------------------------------------------------------
+    def setup(self, task: TaskContext) -> None:
+        if self.index_path is None:
+            raise FatalError("decontam: no index path was prepared; run the stage through run_stage "
+                             "(or pass --index)")
+        self._index = DecontamIndex.load(self.index_path)
+        self._confirmer = Confirmer(self._index, self.cfg.policy, self.cfg.lcs_threshold, self.cfg.window_slack)
+        task.extra.setdefault("index_bytes", self._index.nbytes())
+
+    def _fields(self, batch: pa.RecordBatch, task: TaskContext) -> list[tuple[str, pa.Array, np.ndarray, np.ndarray | None]]:
+        """``(field name, string array, batch row of each element, message index or None)``."""
+        names = self.cfg.text_fields or [schema.TEXT]
+        out = []
+        for name in names:
+            if name not in batch.schema.names:
+                raise InputError(
+                    f"{task.current_file or 'input'}: field '{name}' (from --text-fields) not found; "
+                    f"columns found: {', '.join(batch.schema.names)}")
+            col = batch.column(name)
+            if name == MESSAGES or pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+                if not (pa.types.is_struct(col.type.value_type)
+                        and col.type.value_type.get_field_index("content") >= 0):
+                    raise InputError(f"{task.current_file or 'input'}: field '{name}' must be a list of "
+                                     "{role, content} messages to be checked as chat")
+                flat = pc.list_flatten(col)
+                content = pc.struct_field(flat, "content")
+                parents = np.asarray(pc.list_parent_indices(col), dtype=np.int64)
+                offs = np.asarray(col.offsets, dtype=np.int64)
+                # position of each message inside its own list (for the report's doc_field)
+                pos = np.arange(len(parents), dtype=np.int64) + offs[0] - offs[parents]
+                out.append((name, pc.cast(pc.fill_null(content, ""), pa.string()), parents, pos))
+            elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_null(col.type):
+                arr = pc.cast(pc.fill_null(col, ""), pa.string()) if col.null_count or not pa.types.is_string(col.type) \
+                    else col
+                out.append((name, arr, np.arange(batch.num_rows), None))
+            else:
+                raise InputError(f"{task.current_file or 'input'}: field '{name}' has type {col.type}; "
+                                 "--text-fields takes string columns or a chat 'messages' column")
+        return out
+
+    def _strip(self, texts: pa.Array, task: TaskContext) -> tuple[pa.Array, dict[int, list[tuple[int, int]]]]:
+        if not self.cfg.strip_figure_code or len(texts) == 0:
+            return texts, {}
+        hint = pc.match_substring_regex(texts, _FIGURE_HINT, ignore_case=True)
+        if not pc.any(hint).as_py():
+            return texts, {}
+        rows = np.flatnonzero(np.asarray(pc.fill_null(hint, False)))
+        spans: dict[int, list[tuple[int, int]]] = {}
+        new = []
+        for r in rows.tolist():
+            t = texts[r].as_py()
+            sp = figure_spans(t)
+            spans[r] = sp
+            new.append(strip_figure_code(t) if sp else t)
+        task.counters["figure_code_rows"] += sum(1 for v in spans.values() if v)
+        mask = np.zeros(len(texts), dtype=bool)
+        mask[rows] = True
+        return pc.replace_with_mask(texts, pa.array(mask), pa.array(new, pa.string())), \
+            {r: s for r, s in spans.items() if s}
+
+    def process_batch(self, batch: pa.RecordBatch, task: TaskContext) -> BatchResult:
+        if self._index is None or self._confirmer is None:
+            self.setup(task)
+        idx: DecontamIndex = self._index  # type: ignore[assignment]  (set by setup)
+        conf: Confirmer = self._confirmer  # type: ignore[assignment]
+        nrows = batch.num_rows
+        removed = np.zeros(nrows, dtype=bool)
+        best: dict[int, tuple[float, PairResult, str]] = {}
+        rows_out: list[dict[str, Any]] = []
+        ids = batch.column(schema.ID)
+        src = batch.column(schema.SOURCE) if schema.SOURCE in batch.schema.names else None
+        dom = batch.column(schema.DOMAIN) if schema.DOMAIN in batch.schema.names else None
+        bench = idx.items.column("benchmark")
+        item_ids = idx.items.column("item_id")
+        t0 = time.perf_counter()
+        for fname, texts, rows, msg_pos in self._fields(batch, task):
+            texts, fig = self._strip(texts, task)
+            res = scan(texts, idx.ngram, idx.grams, idx.phrase_n, idx.phrases)
+            task.counters["fallback_rows"] += int(len(res.fallback))
+            task.counters["python_rows"] += int(res.python_rows)
+            task.counters["texts_scanned"] += len(texts)
+            if not len(res.hit_row):
+                continue
+            for r, hits in group_hits(res.hit_row, res.hit_pos, res.hit_kind, res.hit_idx).items():
+                text = texts[r].as_py()
+                toks, starts, ends = token_spans(text)
+                task.counters["candidate_texts"] += 1
+                doc_row = int(rows[r])
+                field_name = fname if msg_pos is None else f"{fname}[{int(msg_pos[r])}]"
+                for pr in conf.score_row(toks, hits):
+                    task.counters["candidate_pairs"] += 1
+                    if toks and pr.tok_hi > pr.tok_lo:
+                        lo, hi = starts[min(pr.tok_lo, len(toks) - 1)], ends[min(pr.tok_hi, len(toks)) - 1]
+                    else:
+                        lo = hi = 0
+                    if r in fig:
+                        lo, hi = _unstrip(lo, fig[r]), _unstrip(hi, fig[r])
+                    rows_out.append({
+                        "doc_id": ids[doc_row].as_py(), "benchmark": bench[pr.item].as_py(),
+                        "item_id": item_ids[pr.item].as_py(), "field": pr.field,
+                        "grams_matched": pr.grams_matched, "lcs_ratio": pr.lcs_ratio, "doc_start": lo,
+                        "doc_end": hi, "tier": "exact", "matched_grams_sample": pr.sample_json(),
+                        "source": src[doc_row].as_py() if src is not None else None,
+                        "domain": dom[doc_row].as_py() if dom is not None else None,
+                        "removed": False, "doc_field": field_name, "contaminated": pr.contaminated,
+                        "_row": doc_row,
+                    })
+                    if pr.contaminated:
+                        task.counters["contaminated_pairs"] += 1
+                        removed[doc_row] = True
+                        if doc_row not in best or pr.lcs_ratio > best[doc_row][0]:
+                            best[doc_row] = (pr.lcs_ratio, pr, field_name)
+        task.extra["check_seconds"] = round(task.extra.get("check_seconds", 0.0) + time.perf_counter() - t0, 3)
+        if rows_out:
+            for m in rows_out:
+                m["removed"] = bool(removed[m.pop("_row")])
+            task.side_writer(MATCHES_SIDE).write(pa.Table.from_pylist(rows_out, schema=MATCH_SCHEMA))
+        if not removed.any():
+            return BatchResult(kept=batch)
+        keep_mask = pa.array(~removed)
+        rem = batch.filter(pa.array(removed))
+        rem_rows = np.flatnonzero(removed).tolist()
+        pairs_per_doc = Counter(m["doc_id"] for m in rows_out if m["contaminated"])
+        reasons, verdicts = [], []
+        for r in rem_rows:
+            ratio, pr, fname = best[r]
+            b = bench[pr.item].as_py()
+            n_pairs = pairs_per_doc[ids[r].as_py()]
+            reasons.append(f"decontam:{b}")
+            verdicts.append(json.dumps({
+                "benchmark": b, "item_id": item_ids[pr.item].as_py(), "field": pr.field, "doc_field": fname,
+                "lcs_ratio": ratio, "grams_matched": pr.grams_matched, "policy": self.cfg.policy,
+                "contaminating_items": n_pairs}, ensure_ascii=False, sort_keys=True))
+        rem_t = pa.Table.from_batches([rem])
+        for col, vals in ((schema.DECONTAM_VERDICT, verdicts), (schema.REMOVAL_REASON, reasons)):
+            arr = pa.array(vals, pa.string())
+            if col in rem_t.schema.names:
+                rem_t = rem_t.set_column(rem_t.schema.get_field_index(col), col, arr)
+            else:
+                rem_t = rem_t.append_column(col, arr)
+        task.counters["docs_removed"] += len(rem_rows)
+        return BatchResult(kept=batch.filter(keep_mask), removed=rem_t)
+
+
+def check_index_matches(idx: DecontamIndex, cfg: DecontamConfig, path: str) -> None:
+    """A prebuilt index must have been built with this run's matching options."""
+    o = idx.meta["options"]
+    want = dataclasses.asdict(cfg.index_options())
+    diff = [f"{k}: index {o.get(k)!r} vs run {v!r}" for k, v in want.items() if o.get(k) != v]
+    if diff:
+        raise ConfigError(f"{path}: the index was built with other options ({'; '.join(diff)}); rebuild it "
+                          "with the same options or drop them from this run")
+    if cfg.benchmarks or cfg.benchmark_file:
+        want_names = [b.name for b in load_benchmarks(cfg.benchmarks, cfg.benchmark_file)] \
+            if cfg.benchmarks or cfg.benchmark_file else []
+        have = idx.benchmark_names()
+        if sorted(want_names) != sorted(have):
+            raise ConfigError(f"{path}: the index covers {', '.join(have)} but this run asks for "
+                              f"{', '.join(want_names)}; rebuild the index or drop --benchmarks")
+
+
+# ----------------------------------------------------------------------------- report
+def _read_side(folder: str) -> pa.Table:
+    files = sorted(glob.glob(os.path.join(folder, "*.parquet")))
+    if not files:
+        return MATCH_SCHEMA.empty_table()
+    return pa.concat_tables([pq.read_table(f).cast(MATCH_SCHEMA) for f in files])
+
+
+def _count_rows(folder: str) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(glob.glob(os.path.join(folder, "*.parquet"))))
+
+
+def write_report(report: str, run: RunContext, summary: dict[str, Any], cfg: DecontamConfig,
+                 index_path: str) -> dict[str, Any]:
+    """Merge per-task match tables into matches.parquet and write summary.json; returns the summary."""
+    matches = _read_side(os.path.join(run.side_dir, MATCHES_SIDE))
+    if matches.num_rows:
+        item_num = pc.cast(matches.column("item_id"), pa.int64(), safe=False) \
+            if all(s.isdigit() for s in matches.column("item_id").to_pylist()) else matches.column("item_id")
+        order = pc.sort_indices(pa.table({"b": matches.column("benchmark"), "i": item_num,
+                                          "d": matches.column("doc_id"), "f": matches.column("doc_field")}),
+                                sort_keys=[("b", "ascending"), ("i", "ascending"), ("d", "ascending"),
+                                           ("f", "ascending")])
+        matches = matches.take(order)
+    os.makedirs(report, exist_ok=True)
+    tmp = os.path.join(report, "matches.parquet.tmp")
+    pq.write_table(matches, tmp, compression="zstd")
+    os.replace(tmp, os.path.join(report, "matches.parquet"))
+
+    idx = DecontamIndex.load(index_path) if index_path else None
+    rows = matches.to_pylist()
+    contaminated = [m for m in rows if m["contaminated"]]
+    removed_docs = {m["doc_id"]: m for m in contaminated}
+    n_removed_files = _count_rows(run.removed_dir) if os.path.isdir(run.removed_dir) else 0
+    if n_removed_files != summary["removed"]:
+        raise FatalError(f"{report}: {summary['removed']} documents were removed but {run.removed_dir} holds "
+                         f"{n_removed_files}; the report is incomplete. Rerun with --overwrite.")
+    benchmarks: dict[str, Any] = {}
+    unchecked = unchecked_counts(idx.meta) if idx else {}
+    for b in (idx.meta["benchmarks"] if idx else []):
+        name = b["name"]
+        found = {m["item_id"] for m in contaminated if m["benchmark"] == name}
+        docs = {m["doc_id"] for m in contaminated if m["benchmark"] == name}
+        short = idx.meta["unchecked"].get(name, {}).get("short", []) if idx else []
+        benchmarks[name] = {
+            "items": b["items"], "items_found": len(found),
+            "pct_touched": round(100.0 * len(found) / b["items"], 3) if b["items"] else 0.0,
+            "docs_removed": len(docs), "unchecked_short_items": len(short),
+            "unchecked_item_ids": unchecked.get(name, (0, []))[1],
+            "lang": b.get("lang"),
+        }
+    ratios = np.array([m["lcs_ratio"] for m in rows], dtype=float)
+    counts, _ = np.histogram(ratios, bins=HIST_BINS) if len(ratios) else (np.zeros(10, int), None)
+    by_source = Counter(m["source"] or "unknown" for m in removed_docs.values())
+    by_domain = Counter(m["domain"] or "unknown" for m in removed_docs.values())
+    counters = summary.get("counters", {})
+    excluded = dict(idx.meta["excluded"]) if idx else {}
+    excluded["documents_with_figure_code"] = counters.get("figure_code_rows", 0)
+    out = {
+        "profile": cfg.benchmarks or (",".join(idx.benchmark_names()) if idx else ""),
+        "benchmarks": benchmarks,
+        "docs_in": summary["docs_in"], "docs_kept": summary["kept"], "docs_removed": summary["removed"],
+        "bytes_in": summary.get("bytes_in", 0),
+        "by_source": dict(sorted(by_source.items())), "by_domain": dict(sorted(by_domain.items())),
+        "lcs_histogram": {"bins": HIST_BINS, "counts": [int(c) for c in counts]},
+        "candidate_pairs": len(rows), "contaminated_pairs": len(contaminated),
+        "excluded": excluded,
+        "config": dict(cfg.to_dict(), index=index_path),
+        "index": {k: idx.meta[k] for k in ("items", "grams", "phrases", "options")} if idx else {},
+        "kernel": {"fallback_rows": counters.get("fallback_rows", 0), "python_rows": counters.get("python_rows", 0),
+                   "texts_scanned": counters.get("texts_scanned", 0)},
+        "matches": os.path.join(report, "matches.parquet"), "removed_dir": run.removed_dir,
+        "output": run.output, "mathcorpus_version": __version__,
+        "check": "docs_in == docs_kept + docs_removed",
+    }
+    if out["docs_in"] != out["docs_kept"] + out["docs_removed"]:
+        raise FatalError(f"{report}: {out['docs_in']} docs in but {out['docs_kept']} kept + "
+                         f"{out['docs_removed']} removed")
+    atomic_write_json(os.path.join(report, "summary.json"), out)
+    return out

@@ -1,0 +1,440 @@
+"""The synth stage: seed documents in, teacher-generated ``source=synth`` records out.
+
+Owns the glue between the runner and the teacher: building requests from a batch of
+seeds, calling the engine in chunks, judging samples (tasks.py), attaching provenance
+columns, and making generation resumable.
+
+Output of one run (``OUT`` is the stage's output folder):
+
+* ``OUT/synth-*.parquet``: accepted records, ``source=synth``, with ``synth_teacher``,
+  ``synth_template``, ``synth_params`` (JSON), ``synth_seed_id``, ``synth_sample`` and
+  ``synth_verdict``; task details (problem, answer, votes, RM score) in ``metadata``;
+* ``OUT/_side/synth_rejected/``: every rejected sample, same columns, with its verdict;
+* ``OUT/_removed/``: seed documents that produced no accepted sample;
+* ``OUT/_synth_cache/``: every generated sample, flushed after each chunk of seeds.
+
+Resuming: generation is the expensive part, so each chunk's samples are written to the
+cache as soon as they exist. A rerun of the same command skips the seed ids already in
+the cache and rebuilds the task's shards from cache + new samples, so a killed run
+loses at most one chunk. Counting: a seed is "kept" when at least one sample was
+accepted (``BatchResult.inputs_kept``), otherwise it is removed with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from corpus import schema
+from corpus.config import StageConfig, opt
+from corpus.errors import ConfigError, ShardError
+from corpus.runner import BatchResult, Stage, TaskContext
+from corpus.shards import TMP_SUFFIX
+from synth.answers import CheckOptions, extract_answer, load_scorer
+from synth.engines import BACKENDS, Engine, EngineSpec, GenRequest, SamplingConfig, derive_seed, get_engine
+from synth.sandbox import NETWORK_MODES, Sandbox
+from synth.tasks import (TASKS, Sample, SolveOptions, Template, judge_qa, judge_rewrite, judge_solve,
+                         load_template, run_tir)
+
+CACHE_DIR = "_synth_cache"
+REJECTED_SIDE = "synth_rejected"
+ACCEPTED_COL = "_accepted"
+SOURCE_SYNTH = "synth"
+DEFAULT_N = {"rewrite": 1, "qa": 1, "solve": 8}
+SELECT_MODES = ("auto", "reference", "majority", "rm")
+
+RECORD_SCHEMA = pa.schema([
+    (schema.ID, pa.string()),
+    (schema.TEXT, pa.string()),
+    (schema.SOURCE, pa.string()),
+    (schema.LANG, pa.string()),
+    (schema.METADATA, pa.string()),
+    (schema.SYNTH_TEACHER, pa.string()),
+    (schema.SYNTH_TEMPLATE, pa.string()),
+    (schema.SYNTH_PARAMS, pa.string()),
+    (schema.SYNTH_SEED_ID, pa.string()),
+    (schema.SYNTH_SAMPLE, pa.int32()),
+    (schema.SYNTH_VERDICT, pa.string()),
+])
+CACHE_SCHEMA = RECORD_SCHEMA.append(pa.field(ACCEPTED_COL, pa.bool_()))
+
+
+@dataclass
+class SynthConfig(StageConfig):
+    """Options of the synth stage (the ``synth`` section of a config file)."""
+
+    section: ClassVar[str] = "synth"
+
+    task: str = opt(help="What to generate: rewrite (textbook-style rewrite of a document), qa (problem + "
+                         "solution pairs from a document) or solve (N sampled solutions per problem).",
+                    choices=TASKS)
+    model: str = opt(help="Teacher model: a Hugging Face id or local folder (vllm, transformers) or the "
+                          "served model name (openai).")
+    engine: str = opt("vllm", help="Backend running the teacher.", choices=tuple(BACKENDS))
+    n: int | None = opt(None, help="Samples per prompt (default: 8 for solve, 1 for rewrite and qa).")
+    tir: bool = opt(False, help="solve only: tool-integrated reasoning; the model's Python runs in a sandbox "
+                                "and its output is fed back.")
+    template: str | None = opt(None, help="Prompt template: a bundled name or name@version (e.g. solve@v1), "
+                                          "or a path to your own YAML file. Default: the task's newest.")
+    templates_dir: str | None = opt(None, help="Folder of <id>.<version>.yaml templates searched before the "
+                                               "bundled ones.")
+    temperature: float = opt(0.7, help="Sampling temperature (0 = greedy).")
+    top_p: float = opt(0.95, help="Nucleus sampling probability mass.")
+    top_k: int = opt(0, help="Top-k cut (0 = off).")
+    max_tokens: int = opt(2048, help="Most new tokens per sample (per round for TIR).")
+    repetition_penalty: float = opt(1.0, help="Repetition penalty (1.0 = off).")
+    stop: list[str] = opt(help="Extra stop strings, comma-separated.", factory=list)
+    seed: int = opt(0, help="Base seed; each request's seed is derived from it and the seed document id.")
+    answer_column: str = opt("answer", help="solve: input column holding the reference answer.")
+    solution_column: str = opt("solution", help="solve: input column holding a reference solution whose final "
+                                                "answer (\\boxed{}) is used when answer_column is empty.")
+    qa_pairs: int = opt(3, help="qa: problem/solution pairs asked for per document.")
+    select: str = opt("auto", help="solve: which samples are kept: auto (reference answer if the seed has one, "
+                                   "else majority), reference, majority, or rm (RM@N).", choices=SELECT_MODES)
+    min_votes: int = opt(2, help="solve, majority: the winning answer needs at least this many votes.")
+    keep_top: int = opt(0, help="solve: keep at most this many accepted samples per problem (best reward "
+                                "first when a reward model is set); 0 keeps all.")
+    keep_truncated: bool = opt(False, help="Accept samples that hit max_tokens.")
+    dedupe: bool = opt(True, help="solve: reject exact duplicate samples of the same problem.")
+    min_chars: int = opt(20, help="rewrite: reject outputs shorter than this many characters.")
+    rel_tol: float = opt(1e-9, help="Relative tolerance when comparing decimal answers.")
+    rm_url: str | None = opt(None, help="Reward model for RM@N: URL of `vllm serve <rm> --task reward` "
+                                        "(its /pooling endpoint), or module:callable returning a scorer.")
+    rm_model: str | None = opt(None, help="Served name of the reward model (with rm_url).")
+    flush_every: int = opt(256, help="Seeds per engine call; their samples are saved to the resume cache "
+                                     "right after.")
+    tensor_parallel_size: int = opt(1, help="vllm: GPUs per model (tensor parallelism).")
+    enable_prefix_caching: bool = opt(True, help="vllm: reuse the KV cache of shared prompt prefixes.")
+    gpu_memory_utilization: float = opt(0.9, help="vllm: fraction of GPU memory vLLM may use.")
+    max_model_len: int | None = opt(None, help="vllm: context length limit (default: the model's).")
+    dtype: str = opt("auto", help="vllm/transformers: weight dtype (auto, bfloat16, float16, float32).")
+    tokenizer: str | None = opt(None, help="vllm/transformers: tokenizer folder or id if not the model's.")
+    chat_template: str | None = opt(None, help="Chat template: 'chatml' or a Jinja string; default: the "
+                                               "tokenizer's, else ChatML.")
+    trust_remote_code: bool = opt(False, help="vllm: allow model code from the model repository.")
+    base_url: str | None = opt(None, help="openai: endpoint base URL, e.g. http://localhost:8000/v1.")
+    api_key_env: str = opt("OPENAI_API_KEY", help="openai: environment variable holding the API key (the "
+                                                  "key itself never goes into configs or outputs).")
+    concurrency: int = opt(16, help="openai: requests in flight at once.")
+    max_retries: int = opt(5, help="openai: retries per request on timeouts, 429 and 5xx.")
+    request_timeout: float = opt(600.0, help="openai: seconds before one request times out.")
+    backoff_base: float = opt(1.0, help="openai: first retry delay in seconds (doubles each retry, jittered).")
+    backoff_max: float = opt(60.0, help="openai: longest retry delay in seconds.")
+    device: str = opt("cpu", help="transformers: torch device.")
+    max_tool_calls: int = opt(4, help="tir: most code executions per sample.")
+    sandbox_timeout: float = opt(10.0, help="tir: wall-clock seconds per code execution.")
+    sandbox_memory_mb: int = opt(2048, help="tir: address-space limit per code execution, in MB.")
+    sandbox_workers: int = opt(4, help="tir: code executions run in parallel.")
+    sandbox_network: str = opt("auto", help="tir: how network is cut: auto (network namespace when possible, "
+                                            "audit hook always), unshare (require the namespace), audit.",
+                               choices=NETWORK_MODES)
+
+    def validate(self) -> None:
+        if self.n is not None and self.n < 1:
+            raise ConfigError(f"synth: n must be at least 1, got {self.n}")
+        for name in ("max_tokens", "qa_pairs", "min_votes", "flush_every", "tensor_parallel_size", "concurrency",
+                     "max_tool_calls", "sandbox_workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"synth: {name} must be at least 1, got {getattr(self, name)}")
+        if self.temperature < 0:
+            raise ConfigError(f"synth: temperature must be 0 or more, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"synth: top_p must be in (0, 1], got {self.top_p}")
+        if self.keep_top < 0 or self.max_retries < 0:
+            raise ConfigError("synth: keep_top and max_retries must be 0 or more")
+        if self.tir and self.task != "solve":
+            raise ConfigError(f"synth: --tir applies to task solve only, not {self.task}")
+        if self.engine == "openai" and not self.base_url:
+            raise ConfigError("synth: engine openai needs base_url (--base-url http://host:port/v1)")
+        if self.select == "rm" and not self.rm_url:
+            raise ConfigError("synth: select=rm needs a reward model; pass --rm-url (and --rm-model)")
+        if self.task != "solve" and (self.select != "auto" or self.rm_url):
+            raise ConfigError(f"synth: select and rm_url apply to task solve only, not {self.task}")
+
+    @property
+    def samples(self) -> int:
+        return self.n if self.n is not None else DEFAULT_N[self.task]
+
+    def sampling(self, stop: tuple[str, ...] = ()) -> SamplingConfig:
+        return SamplingConfig(n=self.samples, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                              max_tokens=self.max_tokens, seed=self.seed,
+                              stop=tuple(dict.fromkeys(list(stop) + list(self.stop))),
+                              repetition_penalty=self.repetition_penalty)
+
+    def engine_spec(self) -> EngineSpec:
+        if self.engine == "vllm":
+            o: dict[str, Any] = {"tensor_parallel_size": self.tensor_parallel_size,
+                                 "enable_prefix_caching": self.enable_prefix_caching,
+                                 "gpu_memory_utilization": self.gpu_memory_utilization,
+                                 "max_model_len": self.max_model_len, "dtype": self.dtype, "seed": self.seed,
+                                 "tokenizer": self.tokenizer, "chat_template": self.chat_template,
+                                 "trust_remote_code": self.trust_remote_code}
+        elif self.engine == "openai":
+            o = {"base_url": self.base_url, "api_key_env": self.api_key_env, "concurrency": self.concurrency,
+                 "max_retries": self.max_retries, "timeout_s": self.request_timeout,
+                 "backoff_base_s": self.backoff_base, "backoff_max_s": self.backoff_max, "seed": self.seed}
+        else:
+            o = {"tokenizer": self.tokenizer, "device": self.device, "dtype": self.dtype,
+                 "chat_template": self.chat_template, "seed": self.seed}
+        return EngineSpec(self.engine, self.model, o)
+
+
+# ----------------------------------------------------------------------------- resume cache
+class GenerationCache:
+    """Append-only Parquet parts holding every sample a task generated, flushed per chunk.
+
+    Parts are named ``part-{rank:05d}-{k:05d}.parquet`` (not the runner's shard prefix,
+    so a rerun does not clear them) and written to a temporary name first, so a part
+    with its final name is always complete.
+    """
+
+    def __init__(self, folder: str, rank: int) -> None:
+        self.folder = folder
+        self.rank = rank
+        self.table: pa.Table = CACHE_SCHEMA.empty_table()
+        self._next = 0
+        self._done: set[str] = set()
+
+    def _parts(self) -> list[str]:
+        if not os.path.isdir(self.folder):
+            return []
+        prefix = f"part-{self.rank:05d}-"
+        return sorted(os.path.join(self.folder, f) for f in os.listdir(self.folder)
+                      if f.startswith(prefix) and f.endswith(".parquet"))
+
+    def load(self) -> None:
+        tables = []
+        for p in self._parts():
+            try:
+                tables.append(pq.read_table(p, schema=CACHE_SCHEMA))
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise ShardError(f"{p}: unreadable resume cache part ({exc}); delete it to regenerate its "
+                                 "samples", p) from exc
+            self._next = max(self._next, int(os.path.basename(p)[len("part-00000-"):-len(".parquet")]) + 1)
+        if tables:
+            self.table = pa.concat_tables(tables)
+        self._done = set(self.table.column(schema.SYNTH_SEED_ID).to_pylist())
+
+    def done(self, seed_id: str) -> bool:
+        return seed_id in self._done
+
+    def records_for(self, seed_ids: list[str]) -> pa.Table:
+        if not seed_ids or self.table.num_rows == 0:
+            return CACHE_SCHEMA.empty_table()
+        mask = pc.is_in(self.table.column(schema.SYNTH_SEED_ID), value_set=pa.array(seed_ids, pa.string()))
+        return self.table.filter(mask)
+
+    def append(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        os.makedirs(self.folder, exist_ok=True)
+        final = os.path.join(self.folder, f"part-{self.rank:05d}-{self._next:05d}.parquet")
+        tmp = final + TMP_SUFFIX
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, final)
+        self._next += 1
+        self.table = pa.concat_tables([self.table, table]) if self.table.num_rows else table
+        self._done.update(table.column(schema.SYNTH_SEED_ID).to_pylist())
+
+
+# ----------------------------------------------------------------------------- stage
+def reference_answer(value: Any) -> str | None:
+    """The reference answer from an answer column: a short answer as is, or the final
+    answer of a full solution (GSM8K's ``answer`` field ends in ``#### 18``)."""
+    if value is None:
+        return None
+    v = str(value).strip()
+    if not v:
+        return None
+    if "\\boxed" in v or "####" in v or "\n" in v or len(v) > 100:
+        return extract_answer(v, last_number_fallback=False)
+    return v
+
+
+@dataclass
+class Seed:
+    id: str
+    text: str
+    lang: str | None
+    reference: str | None
+
+
+class SynthStage(Stage):
+    """Generates records from seed documents with a teacher model (see module docstring)."""
+
+    name = "synth"
+    Config = SynthConfig
+
+    def __init__(self, config: SynthConfig) -> None:
+        super().__init__(config)
+        self.config: SynthConfig = config
+        self._reset()
+
+    def _reset(self) -> None:
+        self.engine: Engine | None = None
+        self.template: Template | None = None
+        self.scorer: Any = None
+        self.sandbox: Sandbox | None = None
+        self.cache: GenerationCache | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # only the config travels to workers; models, caches and sandboxes load in setup()
+        return {"config": self.config}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.config = state["config"]
+        self._reset()
+
+    def prepare(self, run: Any) -> None:
+        # fail in the driver, before any worker starts, on a bad template or select mode
+        load_template(self.config.template, self.config.task, tir=self.config.tir,
+                      templates_dir=self.config.templates_dir)
+
+    # ------------------------------------------------------------------ task side
+    def setup(self, task: TaskContext) -> None:
+        c = self.config
+        self.template = load_template(c.template, c.task, tir=c.tir, templates_dir=c.templates_dir)
+        self.engine = get_engine(c.engine_spec())
+        self.scorer = load_scorer(c.rm_url, c.rm_model) if c.rm_url else None
+        if self.template.tir:
+            self.sandbox = Sandbox(timeout_s=c.sandbox_timeout, memory_mb=c.sandbox_memory_mb,
+                                   network=c.sandbox_network)
+        self.cache = GenerationCache(os.path.join(task.run.output, CACHE_DIR), task.rank)
+        self.cache.load()
+        task.extra.setdefault("engine_seconds", 0.0)
+        task.extra.setdefault("stage_seconds", 0.0)
+        task.extra["template"] = self.template.ref
+        task.extra["template_sha"] = self.template.sha
+        task.extra["engine"] = self.engine.describe()
+
+    def _seeds(self, batch: pa.RecordBatch) -> list[Seed]:
+        c = self.config
+        names = batch.schema.names
+        ids = batch.column(schema.ID).to_pylist()
+        texts = batch.column(schema.TEXT).to_pylist()
+        langs = batch.column(schema.LANG).to_pylist() if schema.LANG in names else [None] * len(ids)
+        refs: list[str | None] = [None] * len(ids)
+        if c.task == "solve":
+            if c.answer_column in names:
+                refs = [reference_answer(v) for v in batch.column(c.answer_column).to_pylist()]
+            if c.solution_column in names:
+                sols = batch.column(c.solution_column).to_pylist()
+                refs = [r if r is not None else (extract_answer(s, last_number_fallback=False) if s else None)
+                        for r, s in zip(refs, sols)]
+        return [Seed(i, t, lg, r) for i, t, lg, r in zip(ids, texts, langs, refs)]
+
+    def _request(self, seed: Seed, sampling: SamplingConfig) -> GenRequest:
+        c = self.config
+        assert self.template is not None  # set in setup()
+        if c.task == "solve":
+            msgs = self.template.render(problem=seed.text)
+        elif c.task == "qa":
+            msgs = self.template.render(text=seed.text, lang=seed.lang or "en", num_pairs=c.qa_pairs)
+        else:
+            msgs = self.template.render(text=seed.text, lang=seed.lang or "en")
+        return GenRequest(key=seed.id, messages=msgs,
+                          params=sampling.with_(seed=derive_seed(c.seed, self.template.ref, seed.id)))
+
+    def _judge(self, seed: Seed, req: GenRequest, completions: list[Any]) -> list[Sample]:
+        c = self.config
+        if c.task == "rewrite":
+            return judge_rewrite(completions, keep_truncated=c.keep_truncated, min_chars=c.min_chars)
+        if c.task == "qa":
+            return judge_qa(completions, max_pairs=c.qa_pairs, keep_truncated=c.keep_truncated)
+        opts = SolveOptions(select=c.select, min_votes=c.min_votes, keep_top=c.keep_top,
+                            keep_truncated=c.keep_truncated, dedupe=c.dedupe, check=CheckOptions(rel_tol=c.rel_tol))
+        return judge_solve(seed.text, completions, seed.reference, opts, self.scorer, req.messages)
+
+    def _params_json(self, req: GenRequest) -> str:
+        c = self.config
+        assert self.template is not None
+        p = req.params.to_dict() | {"engine": c.engine, "base_seed": c.seed, "template_sha": self.template.sha}
+        p["request_seed"] = p.pop("seed")
+        if c.task == "solve":
+            p |= {"select": c.select, "tir": self.template.tir, "min_votes": c.min_votes, "keep_top": c.keep_top}
+            if c.rm_model:
+                p["rm_model"] = c.rm_model
+        if c.task == "qa":
+            p["qa_pairs"] = c.qa_pairs
+        return json.dumps(p, sort_keys=True, ensure_ascii=False)
+
+    def _records(self, seed: Seed, req: GenRequest, samples: list[Sample]) -> list[dict[str, Any]]:
+        c = self.config
+        assert self.template is not None
+        params = self._params_json(req)
+        rows = []
+        for s in samples:
+            rid = f"{seed.id}/{c.task}/{s.sample}" + (f".{s.sub}" if s.sub is not None else "")
+            rows.append({
+                schema.ID: rid, schema.TEXT: s.text, schema.SOURCE: SOURCE_SYNTH, schema.LANG: seed.lang,
+                schema.METADATA: json.dumps({"task": c.task} | s.meta, ensure_ascii=False, default=str),
+                schema.SYNTH_TEACHER: c.model, schema.SYNTH_TEMPLATE: self.template.ref,
+                schema.SYNTH_PARAMS: params, schema.SYNTH_SEED_ID: seed.id, schema.SYNTH_SAMPLE: s.sample,
+                schema.SYNTH_VERDICT: s.verdict, ACCEPTED_COL: s.accepted,
+            })
+        return rows
+
+    def generate(self, seeds: list[Seed], task: TaskContext | None = None) -> pa.Table:
+        """Generate, judge and build records (cache schema) for ``seeds``: one engine call."""
+        assert self.engine is not None and self.template is not None
+        sampling = self.config.sampling(self.template.stop)
+        reqs = [self._request(s, sampling) for s in seeds]
+        t0 = time.perf_counter()
+        results = self.engine.generate(reqs)
+        if self.template.tir:
+            assert self.sandbox is not None
+            run_tir(self.engine, reqs, results, self.sandbox, max_calls=self.config.max_tool_calls,
+                    workers=self.config.sandbox_workers, base_seed=self.config.seed)
+        if task is not None:
+            task.extra["engine_seconds"] += time.perf_counter() - t0
+        rows: list[dict[str, Any]] = []
+        for seed, req, res in zip(seeds, reqs, results):
+            samples = self._judge(seed, req, res.completions)
+            rows.extend(self._records(seed, req, samples))
+            if task is not None:
+                task.counters["samples_generated"] += len(res.completions)
+                task.counters["prompt_tokens"] += res.prompt_tokens or 0
+                task.counters["completion_tokens"] += sum(x.tokens or 0 for x in res.completions)
+        return pa.Table.from_pylist(rows, schema=CACHE_SCHEMA)
+
+    def process_batch(self, batch: pa.RecordBatch, task: TaskContext) -> BatchResult:
+        assert self.cache is not None
+        t0 = time.perf_counter()
+        seeds = self._seeds(batch)
+        todo = [s for s in seeds if not self.cache.done(s.id)]
+        task.counters["seeds_resumed"] += len(seeds) - len(todo)
+        step = self.config.flush_every
+        for k in range(0, len(todo), step):
+            self.cache.append(self.generate(todo[k:k + step], task))
+        table = self.cache.records_for([s.id for s in seeds])
+        # records in seed order, then sample order, whatever order chunks were cached in
+        order = {s.id: i for i, s in enumerate(seeds)}
+        pos = pa.array([order[x] for x in table.column(schema.SYNTH_SEED_ID).to_pylist()], pa.int64())
+        table = table.append_column("_pos", pos).sort_by([("_pos", "ascending"),
+                                                          (schema.SYNTH_SAMPLE, "ascending"),
+                                                          (schema.ID, "ascending")]).drop(["_pos"])
+        accepted_mask = table.column(ACCEPTED_COL)
+        accepted = table.filter(accepted_mask).drop([ACCEPTED_COL])
+        rejected = table.filter(pc.invert(accepted_mask)).drop([ACCEPTED_COL])
+        if rejected.num_rows:
+            task.side_writer(REJECTED_SIDE).write(rejected)
+        for v, n in Counter(table.column(schema.SYNTH_VERDICT).to_pylist()).items():
+            task.counters[f"verdict:{v}"] += n
+        task.counters["samples_accepted"] += accepted.num_rows
+        task.counters["samples_rejected"] += rejected.num_rows
+        ok_seeds = set(accepted.column(schema.SYNTH_SEED_ID).to_pylist())
+        keep_mask = pa.array([s.id in ok_seeds for s in seeds], pa.bool_())
+        removed = batch.filter(pc.invert(keep_mask))
+        if removed.num_rows:
+            removed = removed.append_column(schema.REMOVAL_REASON,
+                                            pa.array(["synth:no_accepted_sample"] * removed.num_rows, pa.string()))
+        task.extra["stage_seconds"] += time.perf_counter() - t0
+        return BatchResult(kept=accepted, removed=removed, inputs_kept=len(ok_seeds))
