@@ -1160,7 +1160,8 @@ class ExactDedupConfig(StageConfig):
 
     def validate(self) -> None:
         if self.partitions < 0 or self.partitions > 4096:
-            raise ConfigError(f"partitions must be between 0 (automatic) and 4096, got {self.partitions}")
+            raise ConfigError(f"{self.section}: partitions must be between 0 (automatic) and 4096, got "
+                              f"{self.partitions}")
 
 
 class ExactDedupStage(_DedupStage):
@@ -1357,26 +1358,31 @@ class MinhashDedupConfig(StageConfig):
                              "negative area, as datasketch does). Set with --rows.")
     rows: int = opt(0, help="Rows (hashes) per band; 0 = chosen from --threshold. Set with --bands.")
     seed: int = opt(1, help="Seed of the permutations (datatrove's MinhashConfig.seed).")
+    verify: bool = opt(True, help="Check every LSH candidate pair on its whole signature and drop it when the "
+                                  "estimated Jaccard similarity is below --threshold; keeps documents that only "
+                                  "share a template (and chains through them) apart.")
     keep: str = _keep_opt()
     keep_work: bool = _keep_work_opt()
     window_rows: int = opt(1_000_000, help="Signatures merged at once per band in the bucket step (memory bound).")
     buffer_mb: int = opt(256, help="Signature memory of a task before a sorted run is written to disk.")
 
     def validate(self) -> None:
+        where = self.section
         if not 0.0 < self.threshold < 1.0:
-            raise ConfigError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold}")
+            raise ConfigError(f"{where}: threshold must be between 0 and 1 (exclusive), got {self.threshold}")
         if self.ngram < 1:
-            raise ConfigError(f"ngram must be at least 1, got {self.ngram}")
+            raise ConfigError(f"{where}: ngram must be at least 1, got {self.ngram}")
         if not 2 <= self.num_perm <= 4096:
-            raise ConfigError(f"num_perm must be between 2 and 4096, got {self.num_perm}")
+            raise ConfigError(f"{where}: num_perm must be between 2 and 4096, got {self.num_perm}")
         if (self.bands == 0) != (self.rows == 0) or self.bands < 0 or self.rows < 0:
-            raise ConfigError(f"set both bands and rows (got bands={self.bands}, rows={self.rows}), or neither "
-                              "to choose them from the threshold")
+            raise ConfigError(f"{where}: set both bands and rows (got bands={self.bands}, rows={self.rows}), or "
+                              "neither to choose them from the threshold")
         if self.bands * self.rows > self.num_perm:
-            raise ConfigError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}; "
-                              "lower them or raise --num-perm")
+            raise ConfigError(f"{where}: bands x rows = {self.bands * self.rows} exceeds num_perm = "
+                              f"{self.num_perm}; lower them or raise num_perm")
         if self.window_rows < 1 or self.buffer_mb < 1:
-            raise ConfigError("window_rows and buffer_mb must be at least 1")
+            raise ConfigError(f"{where}: window_rows and buffer_mb must be at least 1, got {self.window_rows} and "
+                              f"{self.buffer_mb}")
 
     def lsh(self) -> tuple[int, int]:
         """``(bands, rows)``: as given, or the optimum for the threshold."""
@@ -1413,6 +1419,9 @@ class MinhashDedupStage(_DedupStage):
         for band in range(bands):
             _remove_prefixed(self._bucket_dir(run, band), f"{rank:05d}-")
         meta = _ParquetStream(os.path.join(self.work_dir(run), "meta", f"{rank:05d}.parquet"), META_SCHEMA)
+        full_path = self._full_path(run, rank)
+        os.makedirs(os.path.dirname(full_path), exist_ok=True)
+        full = open(full_path + ".tmp", "wb")  # noqa: SIM115 - closed below, renamed when whole
         sigs: list[np.ndarray] = []
         idxs: list[np.ndarray] = []
         buffered = 0
@@ -1421,6 +1430,8 @@ class MinhashDedupStage(_DedupStage):
         for path, batch in _iter_task_batches(run, rank):
             sig, ok = minhash_signatures(batch.column(schema.TEXT), cfg.ngram, a, b)
             meta.write(pa.table(_meta(batch, path)))
+            # the low 32 bits of every hash, row = document position, for verifying candidates
+            full.write((sig & np.uint64(0xFFFFFFFF)).astype("<u4").tobytes())
             sel = np.flatnonzero(ok)
             if len(sel):
                 sigs.append(sig[sel, : bands * rows])
@@ -1434,6 +1445,11 @@ class MinhashDedupStage(_DedupStage):
         if sigs:
             self._write_run(run, rank, n_runs, np.concatenate(sigs), np.concatenate(idxs), bands, rows)
         meta.close()
+        full.close()
+        os.replace(full_path + ".tmp", full_path)
+
+    def _full_path(self, run: RunContext, rank: int) -> str:
+        return os.path.join(self.work_dir(run), "full", f"{rank:05d}.sig32")
 
     def _write_run(self, run: RunContext, rank: int, n: int, sig: np.ndarray, idx: np.ndarray,
                    bands: int, rows: int) -> None:
@@ -1484,6 +1500,13 @@ class MinhashDedupStage(_DedupStage):
         pairs = np.concatenate(chunks) if chunks else np.zeros((0, 4), np.uint32)
         ka = (pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1].astype(np.uint64)
         kb = (pairs[:, 2].astype(np.uint64) << np.uint64(32)) | pairs[:, 3].astype(np.uint64)
+        # a pair found in several bands counts once
+        edges = np.unique(np.stack([np.minimum(ka, kb), np.maximum(ka, kb)], axis=1), axis=0) if len(ka) \
+            else np.zeros((0, 2), np.uint64)
+        candidates = len(edges)
+        if cfg.verify and len(edges):
+            edges = edges[self._estimated_jaccard(run, edges) >= cfg.threshold]
+        ka, kb = edges[:, 0], edges[:, 1]
         nodes = np.unique(np.concatenate([ka, kb]))
         label = _union_find(np.searchsorted(nodes, ka), np.searchsorted(nodes, kb), len(nodes))
         node_rank = (nodes >> np.uint64(32)).astype(np.int64)
@@ -1508,13 +1531,34 @@ class MinhashDedupStage(_DedupStage):
         sizes = np.bincount(label) if len(label) else np.zeros(0, np.int64)
         sizes = sizes[sizes > 0]
         atomic_write_json(os.path.join(wd, "clusters", "000.json"), {
-            "pairs": int(len(pairs)), "clusters": int(len(sizes)), "docs_in_clusters": int(len(nodes)),
+            "candidate_pairs": int(candidates), "pairs": int(len(edges)),
+            "clusters": int(len(sizes)), "docs_in_clusters": int(len(nodes)),
             "removed": int(removed.sum()), "largest_cluster": int(sizes.max()) if len(sizes) else 0})
+
+    def _estimated_jaccard(self, run: RunContext, edges: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+        """Share of equal hashes (of ``num_perm``) between the two documents of each edge."""
+        nperm = self.config.num_perm
+        nodes, inv = np.unique(edges, return_inverse=True)
+        inv = inv.reshape(-1, 2)
+        node_rank = (nodes >> np.uint64(32)).astype(np.int64)
+        node_idx = (nodes & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        sig = np.empty((len(nodes), nperm), dtype=np.uint32)
+        for r in np.unique(node_rank).tolist():
+            path = self._full_path(run, r)
+            full = np.memmap(path, dtype="<u4", mode="r").reshape(-1, nperm)
+            sel = node_rank == r
+            sig[sel] = full[node_idx[sel]]
+        est = np.empty(len(edges), dtype=np.float64)
+        for i in range(0, len(edges), chunk):
+            a, b = inv[i:i + chunk, 0], inv[i:i + chunk, 1]
+            est[i:i + chunk] = (sig[a] == sig[b]).mean(axis=1)
+        return est
 
     def global_summary(self, run: RunContext) -> dict[str, Any]:
         bands, rows = self.config.lsh()
         s = _read_json(os.path.join(self.work_dir(run), "clusters", "000.json"))
         return {"method": "minhash", "threshold": self.config.threshold, "ngram": self.config.ngram,
                 "num_perm": self.config.num_perm, "bands": bands, "rows": rows, "keep": self.config.keep,
+                "verify": self.config.verify,
                 "false_positive_area": round(false_positive_area(self.config.threshold, bands, rows), 6),
                 "false_negative_area": round(false_negative_area(self.config.threshold, bands, rows), 6), **s}

@@ -168,3 +168,10 @@ def benchmarks_command(benchmark_file: tuple[str, ...], as_json: bool) -> None:
                    f"posttrain = {', '.join(PROFILES['posttrain'])}")
 
     emit(rows, as_json, human)
+
+
+# `report` and `diff` read a REPORT_DIR written by `run`; they live in decontam/report_cli.py.
+from decontam.report_cli import diff_command, report_command  # noqa: E402  (after the group exists)
+
+decontam_group.add_command(report_command)
+decontam_group.add_command(diff_command)

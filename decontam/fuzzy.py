@@ -12,11 +12,13 @@ How it works, in three pure steps and one class:
    as the exact tier (corpus.textnorm), drop figure code (Asymptote/TikZ), and **mask
    numbers**: every run of digits in a token becomes ``#``, so "12 apples" and "7 apples"
    look the same. Tokens are hashed once per distinct token (xxh3_64, seeded).
-2. :func:`shingle_hashes` + :func:`minhash_signatures`: k-token shingles, hashed with
-   numpy over the whole batch, then MinHash signatures computed for every text at once
-   with datasketch's ``affine32`` permutations applied as numpy matrix operations (no
-   per-document ``MinHash.update`` loop). The signatures equal datasketch's own for the
-   same 32-bit shingle hashes (tested), so they go straight into ``datasketch.MinHashLSH``.
+2. :func:`shingle_hashes` + :func:`minhash_signatures_fast`: k-token shingles hashed with
+   numpy over the whole batch, then the MinHash signatures of every text (and window) at
+   once, with datasketch's ``affine32`` permutations: a numba pass here, the numpy matrix
+   form (:func:`minhash_signatures`) as its reference; no per-document ``MinHash.update``
+   loop. The signatures equal datasketch's own for the same 32-bit shingle hashes (tested),
+   so they go straight into a ``datasketch.MinHashLSH``; :class:`BandTables` reads that
+   index's bands as sorted numpy arrays to look up a whole batch at once.
 3. :func:`best_window_ratio`: each LSH candidate is confirmed with the exact tier's rule,
    ``LCS(item tokens, W) / |item tokens| > threshold``, computed over number-masked tokens,
    where W slides over the record in windows about as long as the item (never the whole
@@ -31,23 +33,24 @@ SFT prompt with instructions around it, a web page) has a low Jaccard similarity
 text as a whole. The tier is meant for post-training records, where a field is about as
 long as an item; on long pre-training pages it works but costs more per byte.
 
-How decontam/stage.py calls it (``fuzzy: bool`` in the stage config, ``--fuzzy`` flag):
+How decontam/stage.py uses it (``--fuzzy``, config fields ``fuzzy``,
+``fuzzy_lcs_threshold``, ``fuzzy_action``):
 
-* ``setup(task)``: ``self._fuzzy = FuzzyIndex.build(items_from_benchmarks(benchmarks),
-  FuzzyParams(lcs_threshold=cfg.lcs_threshold))`` (builds in about a second for the
-  posttrain profile, so every worker builds its own; it also pickles).
-* ``process_batch``: for each checked text column ``col``:
-  ``found = self._fuzzy.query_arrow(batch.column(col))``; drop the (row, benchmark,
-  item_id) pairs the exact tier already matched (:func:`drop_pairs`); turn the rest into
-  matches.parquet rows with :func:`fuzzy_rows` (``tier="fuzzy"``); when the config says
-  fuzzy matches remove documents, add their rows to the removed set with reason
-  ``decontam_fuzzy``.
+* ``prepare`` (driver) and ``setup`` (each worker) build ``FuzzyIndex.build(
+  items_from_benchmarks(benchmarks), FuzzyParams(lcs_threshold=cfg.fuzzy_lcs_threshold))``;
+  it takes a few seconds for the posttrain profile, so each worker builds its own, and the
+  driver keeps only :meth:`FuzzyIndex.describe` for summary.json;
+* ``process_batch`` calls :meth:`FuzzyIndex.query` on each checked text column (the
+  original texts: figure code is dropped here), skips (record, item) pairs the exact tier
+  already has a row for, and writes the rest to matches.parquet with ``tier = "fuzzy"``;
+  with ``fuzzy_action = drop`` (the default) their records are removed with reason
+  ``decontam-fuzzy:<benchmark>``, with ``report`` they are only reported.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import re
 import time
 from itertools import chain
 from collections.abc import Iterable, Sequence
@@ -64,6 +67,10 @@ from corpus.errors import ConfigError
 from corpus.textnorm import figure_spans, strip_figure_code, token_spans, tokenize
 
 MASK = "#"
+# Formulas ($...$, $$...$$, \[...\], \(...\), display environments), for counting the words
+# of an item outside them.
+_FORMULA_RE = re.compile(r"\$\$.*?\$\$|\$.*?\$|\\\[.*?\\\]|\\\(.*?\\\)"
+                         r"|\\begin\{(align|equation|eqnarray|gather|multline)\*?\}.*?\\end\{\1\*?\}", re.S)
 _U32 = np.uint32
 _FMIX32 = (_U32(16), _U32(0x85EBCA6B), _U32(13), _U32(0xC2B2AE35), _U32(16))
 _MIX64 = np.uint64(0x9E3779B97F4A7C15)
@@ -90,6 +97,10 @@ class FuzzyParams:
     lcs_threshold: float = 0.9
     # items shorter than this (in tokens) are not indexed: "Compute # + #." is near every drill
     min_item_tokens: int = 12
+    # nor items with fewer words than this outside formulas: with numbers masked, "Find
+    # [matrix] + [matrix]." is the same text as every other matrix sum, and a formula-only
+    # item matches stretches of formulas in solutions
+    min_item_words: int = 6
     # texts are also cut into windows of these sizes (tokens), so that an item inside a longer
     # text (an instruction wrapper, a page) is compared with a stretch about its own size
     window_scales: tuple[int, ...] = (32, 64, 128)
@@ -108,6 +119,8 @@ class FuzzyParams:
             raise ConfigError(f"fuzzy lsh_threshold must be between 0 and 1, got {self.lsh_threshold}")
         if not 0.0 <= self.lcs_threshold < 1.0:
             raise ConfigError(f"fuzzy lcs_threshold must be in [0, 1), got {self.lcs_threshold}")
+        if self.min_item_words < 0:
+            raise ConfigError(f"fuzzy min_item_words must be 0 or more, got {self.min_item_words}")
         if self.min_item_tokens < self.shingle:
             raise ConfigError(f"fuzzy min_item_tokens ({self.min_item_tokens}) must be at least the shingle "
                               f"size ({self.shingle})")
@@ -410,6 +423,12 @@ def window_segments(lengths: np.ndarray, scales: Sequence[int], stride: float = 
 
 
 # ----------------------------------------------------------------------------- index
+def prose_words(text: str) -> int:
+    """Words of ``text`` outside formulas and figure code, numbers not counted."""
+    rest = _FORMULA_RE.sub(" ", strip_figure_code(text))
+    return sum(1 for t in tokenize(rest) if not any(c.isdigit() for c in t))
+
+
 def items_from_benchmarks(benchmarks: Iterable[Any]) -> list[FuzzyItem]:
     """Question texts of every item of loaded benchmarks (decontam.benchmarks.Benchmark)."""
     out = []
@@ -428,23 +447,38 @@ class FuzzyIndex:
     items: list[FuzzyItem]
     item_tokens: list[list[str]]
     skipped_short: dict[str, list[str]] = field(default_factory=dict)
-    _lsh: Any = None
     _perm: tuple[np.ndarray, np.ndarray] | None = None
+    _sigs: np.ndarray | None = None
+    _ranges: list[tuple[int, int]] = field(default_factory=list)
     _bands: BandTables | None = None
+    _lsh: Any = None
     #: running totals of the queries: texts, windows, candidate/confirmed pairs, seconds per phase
     stats: dict[str, float] = field(default_factory=dict)
 
     @property
     def lsh(self) -> Any:
-        """The datasketch ``MinHashLSH`` over the items (keys: positions in :attr:`items`)."""
+        """The datasketch ``MinHashLSH`` over the items (keys: positions in :attr:`items`).
+
+        Queries go through :class:`BandTables`, built from the same signatures and band
+        ranges, which returns what this index returns (tested); the datasketch index itself
+        is filled on first use only, which saves seconds in every worker.
+        """
+        if self._lsh is None:
+            from datasketch import MinHashLSH
+
+            lsh = MinHashLSH(threshold=self.params.lsh_threshold, num_perm=self.params.num_perm)
+            _insert_all(lsh, self._sigs if self._sigs is not None else np.zeros((0, self.params.num_perm), np.uint32),
+                        self.params.seed)
+            self._lsh = lsh
         return self._lsh
 
     @classmethod
     def build(cls, items: Sequence[FuzzyItem], params: FuzzyParams | None = None) -> "FuzzyIndex":
-        """Index ``items``; items with fewer than ``min_item_tokens`` masked tokens are skipped.
+        """Index ``items``, skipping those with fewer than ``min_item_tokens`` tokens or fewer
+        than ``min_item_words`` words outside formulas.
 
-        Skipped items are listed in ``skipped_short`` per benchmark (a very short item such
-        as "Compute # + #." would be "near" every arithmetic exercise).
+        Skipped items are listed in ``skipped_short`` per benchmark: a very short or formula-only
+        item such as "Compute # + #." would be "near" every exercise of its kind.
         """
         from datasketch import MinHashLSH
 
@@ -454,7 +488,8 @@ class FuzzyIndex:
         keep: list[int] = []
         skipped: dict[str, list[str]] = {}
         for i, it in enumerate(items):
-            if tb.offsets[i + 1] - tb.offsets[i] >= params.min_item_tokens:
+            if (tb.offsets[i + 1] - tb.offsets[i] >= params.min_item_tokens
+                    and prose_words(it.text) >= params.min_item_words):
                 keep.append(i)
             else:
                 skipped.setdefault(it.benchmark, []).append(it.item_id)
@@ -466,11 +501,13 @@ class FuzzyIndex:
         np.cumsum([len(p) for p in parts], out=seg[1:])
         sh, sh_off = shingle_hashes(hashes, seg, params.shingle)
         sigs = minhash_signatures_fast(sh, sh_off, perm)
-        lsh = MinHashLSH(threshold=params.lsh_threshold, num_perm=params.num_perm)
-        _insert_all(lsh, sigs, params.seed)
+        # datasketch picks the bands (b bands of r rows minimizing false positives + negatives
+        # at the threshold); an empty index costs nothing
+        ranges = list(MinHashLSH(threshold=params.lsh_threshold, num_perm=params.num_perm).hashranges)
         kept_items = [items[i] for i in keep]
         return cls(params=params, items=kept_items, item_tokens=[tb.tokens(i) for i in keep],
-                   skipped_short=skipped, _lsh=lsh, _perm=perm, _bands=BandTables.build(sigs, lsh.hashranges))
+                   skipped_short=skipped, _perm=perm, _sigs=sigs, _ranges=ranges,
+                   _bands=BandTables.build(sigs, ranges))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -563,8 +600,6 @@ class FuzzyIndex:
                                   m.shared_sample))
         return out
 
-    query_arrow = query
-
     def describe(self) -> dict[str, Any]:
         """What the report shows about this tier: settings, items indexed and skipped."""
         return {
@@ -574,7 +609,7 @@ class FuzzyIndex:
         }
 
     def __getstate__(self) -> dict[str, Any]:
-        # the LSH is rebuilt on unpickling from the items: smaller and version-proof
+        # ship signatures, not lookup structures: the bands are rebuilt in milliseconds
         state = dict(self.__dict__)
         state["_lsh"] = None
         state["_bands"] = None
@@ -582,11 +617,8 @@ class FuzzyIndex:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        if self._lsh is None and self.items:
-            rebuilt = FuzzyIndex.build(self.items, self.params)
-            self._lsh = rebuilt._lsh
-            self._perm = rebuilt._perm
-            self._bands = rebuilt._bands
+        if self._sigs is not None:
+            self._bands = BandTables.build(self._sigs, self._ranges)
 
 
 def lsh_query_many_reference(lsh: Any, sigs: np.ndarray) -> list[tuple[int, int]]:
@@ -713,47 +745,3 @@ def _char_spans(text: str) -> tuple[list[int], list[int]]:
         return starts, ends
     keep = [i for i, s in enumerate(starts) if not any(a <= s < b for a, b in figs)]
     return [starts[i] for i in keep], [ends[i] for i in keep]
-
-
-# ----------------------------------------------------------------------------- report rows
-def drop_pairs(matches: Sequence[FuzzyMatch], known: set[tuple[int, str, str]]) -> list[FuzzyMatch]:
-    """Matches whose (doc_idx, benchmark, item_id) the exact tier did not already report."""
-    return [m for m in matches if (m.doc_idx, m.benchmark, m.item_id) not in known]
-
-
-MATCH_SCHEMA = pa.schema([
-    ("doc_id", pa.string()), ("benchmark", pa.string()), ("item_id", pa.string()), ("field", pa.string()),
-    ("grams_matched", pa.int32()), ("lcs_ratio", pa.float64()), ("doc_start", pa.int64()),
-    ("doc_end", pa.int64()), ("tier", pa.string()), ("matched_grams_sample", pa.string()),
-    ("source", pa.string()), ("domain", pa.string()), ("removed", pa.bool_()),
-])
-
-
-def fuzzy_rows(matches: Sequence[FuzzyMatch], doc_ids: Sequence[str], *, removed: bool,
-               sources: Sequence[str | None] | None = None, domains: Sequence[str | None] | None = None,
-               field_name: str | None = None) -> pa.Table:
-    """matches.parquet rows (``tier="fuzzy"``) for ``matches`` of a batch with ``doc_ids``.
-
-    ``grams_matched`` holds the number of shared number-masked shingles and
-    ``matched_grams_sample`` a few of them; ``field_name`` overrides the item field (e.g.
-    with the record field that was checked, when the stage reports that instead).
-    """
-    def col(vals: Sequence[str | None] | None, i: int) -> str | None:
-        return None if vals is None else vals[i]
-
-    rows = {
-        "doc_id": [doc_ids[m.doc_idx] for m in matches],
-        "benchmark": [m.benchmark for m in matches],
-        "item_id": [m.item_id for m in matches],
-        "field": [field_name or m.field for m in matches],
-        "grams_matched": [m.shared for m in matches],
-        "lcs_ratio": [m.lcs_ratio for m in matches],
-        "doc_start": [m.doc_start for m in matches],
-        "doc_end": [m.doc_end for m in matches],
-        "tier": ["fuzzy"] * len(matches),
-        "matched_grams_sample": [json.dumps(list(m.shared_sample), ensure_ascii=False) for m in matches],
-        "source": [col(sources, m.doc_idx) for m in matches],
-        "domain": [col(domains, m.doc_idx) for m in matches],
-        "removed": [removed] * len(matches),
-    }
-    return pa.table(rows, schema=MATCH_SCHEMA)

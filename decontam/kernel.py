@@ -306,22 +306,30 @@ def _scan(data, offsets, modes, cls, cmap, cjk_lo, cjk_hi, drop_h, rename_h, fra
     would overflow ``h_*`` (``next_row`` < number of rows): the caller grows the arrays and
     calls again from there. Token and gram outputs are sized by the caller to never
     overflow (at most one token per character). Outputs are never reallocated here, which
-    keeps reference counting out of the inner loop.
+    keeps reference counting out of the inner loop. ASCII words take a tight inner loop;
+    everything else goes through the code point table.
     """
     nrows = offsets.shape[0] - 1
-    hcap = h_row.shape[0]
     nh = np.int64(0)
     nt = np.int64(0)
     ng = np.int64(0)
     ring = np.zeros(MAX_N, dtype=np.uint64)
-    pend_h = np.zeros(2, dtype=np.uint64)
-    pend_s = np.zeros(2, dtype=np.int64)
-    pend_e = np.zeros(2, dtype=np.int64)
     # one code point completes at most two tokens, so flushing at PROBE_BATCH - 2 never overflows
     kbuf = np.empty(PROBE_BATCH, dtype=np.uint64)
     kpos = np.empty(PROBE_BATCH, dtype=np.int64)
     pbuf = np.empty(PROBE_BATCH, dtype=np.uint64)
     ppos = np.empty(PROBE_BATCH, dtype=np.int64)
+    pend_h = np.zeros(2, dtype=np.uint64)
+    pend_s = np.zeros(2, dtype=np.int64)
+    pend_e = np.zeros(2, dtype=np.int64)
+    rmask = MAX_N - 1
+    n_u = np.uint64(n)
+    pn_u = np.uint64(pn)
+    acls = np.empty(128, dtype=np.uint8)
+    amap = np.empty(128, dtype=np.uint64)
+    for q in range(128):
+        acls[q] = cls[q]
+        amap[q] = np.uint64(cmap[q])
     base = np.uint64(GRAM_BASE)
     fnv_p = np.uint64(FNV_PRIME)
     fnv_o = np.uint64(FNV_OFFSET)
@@ -333,9 +341,6 @@ def _scan(data, offsets, modes, cls, cmap, cjk_lo, cjk_hi, drop_h, rename_h, fra
         pow_p = pow_p * base
     use_grams = keys.shape[0] > 0
     use_phr = pn > 0 and pkeys.shape[0] > 0
-    rmask = MAX_N - 1
-    n_u = np.uint64(n)
-    pn_u = np.uint64(pn)
 
     for r in range(start_row, nrows):
         mode = modes[r]
@@ -354,74 +359,67 @@ def _scan(data, offsets, modes, cls, cmap, cjk_lo, cjk_hi, drop_h, rename_h, fra
         wstart = np.int64(0)
         ch = np.int64(0)  # char index of the next code point
         aborted = False
-        overflow = False
         nk = 0
         npk = 0
         while True:
-            # -- read one code point and classify it (or signal the end of the row)
             at_end = i >= end
+            cstart = ch
             c = CLS_SEP
             m = np.int64(0)
-            cstart = ch
             if not at_end:
                 b0 = data[i]
+                if b0 < 0x80 and acls[b0] == CLS_WORD:
+                    # ASCII letters and digits: the hot loop
+                    if not in_word:
+                        in_word = True
+                        wh = fnv_o
+                        wstart = ch
+                    while True:
+                        wh = (wh ^ amap[b0]) * fnv_p
+                        i += 1
+                        ch += 1
+                        if i >= end:
+                            break
+                        b0 = data[i]
+                        if b0 >= 0x80 or acls[b0] != CLS_WORD:
+                            break
+                    continue
                 if b0 < 0x80:
                     cp = np.int64(b0)
                     i += 1
+                    c = np.int64(acls[b0])
                 else:
                     cp, ln = _decode(data, i)
                     i += ln
+                    if cp < TABLE_SIZE:
+                        c = np.int64(cls[cp])
+                        m = np.int64(cmap[cp])
+                    else:
+                        c = CLS_HARD
+                    if mode == MODE_NORM:
+                        # normalized text: every non-ASCII char is a word char or a CJK token
+                        c = CLS_CJK if _in_cjk(cp, cjk_lo, cjk_hi) else CLS_WORD
+                        m = cp
                 ch += 1
-                if cp < TABLE_SIZE:
-                    c = np.int64(cls[cp])
-                    m = np.int64(cmap[cp])
-                else:
-                    c = CLS_HARD
-                if mode == MODE_NORM and cp >= 0x80:
-                    # normalized text: every non-ASCII char is a word char or a CJK token
-                    c = CLS_CJK if _in_cjk(cp, cjk_lo, cjk_hi) else CLS_WORD
-                    m = cp
                 if c >= CLS_SOFT:
                     flags[r] = FLAG_SOFT if c == CLS_SOFT else FLAG_HARD
                     aborted = True
                     break
-            # -- a LaTeX command after a backslash: dropped, renamed, or left as a word
-            renamed = False
-            if c == CLS_BSL:
-                j = i
-                name_h = fnv_o
-                k = 0
-                chj = ch
-                while j < end:
-                    cp2, ln2 = _decode(data, j)
-                    if cp2 >= TABLE_SIZE:
-                        break
-                    m2 = cmap[cp2]
-                    if cls[cp2] != CLS_WORD or m2 < 97 or m2 > 122:
-                        break
-                    name_h = (name_h ^ np.uint64(m2)) * fnv_p
-                    k += 1
-                    j += ln2
-                    chj += 1
-                if k > 0:
-                    dropped = False
-                    for q in range(drop_h.shape[0]):
-                        if drop_h[q] == name_h:
-                            dropped = True
-                    for q in range(rename_h.shape[0]):
-                        if rename_h[q] == name_h:
-                            renamed = True
-                    if dropped or renamed:
-                        i = j
-                        ch = chj
+                if c == CLS_WORD:  # a non-ASCII letter or digit
+                    if not in_word:
+                        in_word = True
+                        wh = fnv_o
+                        wstart = cstart
+                    wh = _fnv_cp(wh, m)
+                    continue
             # -- tokens completed by this code point: the open word, then a CJK character
             npend = 0
-            if in_word and c != CLS_WORD:
+            if in_word:
+                in_word = False
                 pend_h[0] = _mix(wh)
                 pend_s[0] = wstart
                 pend_e[0] = cstart
                 npend = 1
-                in_word = False
             if c == CLS_CJK:
                 pend_h[npend] = _mix(_fnv_cp(fnv_o, m))
                 pend_s[npend] = cstart
@@ -457,36 +455,51 @@ def _scan(data, offsets, modes, cls, cmap, cjk_lo, cjk_hi, drop_h, rename_h, fra
                     pbuf[npk] = _mix(hp + pn_u)
                     ppos[npk] = tok - pn
                     npk += 1
+            # -- probe the buffered keys in batches
             if nk >= PROBE_BATCH - 2 or (at_end and nk > 0):
                 nh = _probe(kbuf, kpos, nk, bitmap, bshift, keys, 0, r, nh, h_row, h_pos, h_idx, h_kind)
                 nk = 0
                 if nh < 0:
-                    overflow = True
-            if not overflow and (npk >= PROBE_BATCH - 2 or (at_end and npk > 0)):
+                    return r, nh0, nt0, ng0
+            if npk >= PROBE_BATCH - 2 or (at_end and npk > 0):
                 nh = _probe(pbuf, ppos, npk, pbitmap, pbshift, pkeys, 1, r, nh, h_row, h_pos, h_idx, h_kind)
                 npk = 0
                 if nh < 0:
-                    overflow = True
-            if at_end or overflow:
+                    return r, nh0, nt0, ng0
+            if at_end:
                 break
-            if renamed:
-                # \dfrac and \tfrac start the word "frac" (digits may follow: \dfrac12)
-                wh = fnv_o
-                for q in range(frac.shape[0]):
-                    wh = (wh ^ np.uint64(frac[q])) * fnv_p
-                in_word = True
-                wstart = cstart
-            elif c == CLS_WORD:
-                if not in_word:
-                    in_word = True
-                    wh = fnv_o
-                    wstart = cstart
-                if m < 0x80:
-                    wh = (wh ^ np.uint64(m)) * fnv_p
-                else:
-                    wh = _fnv_cp(wh, m)
-        if overflow or nh < 0:
-            return r, nh0, nt0, ng0
+            if c == CLS_BSL:
+                # a LaTeX command: \left etc. are dropped, \dfrac and \tfrac start the word
+                # "frac" (digits may follow: \dfrac12), any other name is left to become a word
+                j = i
+                name_h = fnv_o
+                k = 0
+                chj = ch
+                while j < end:
+                    cp2, ln2 = _decode(data, j)
+                    if cp2 >= TABLE_SIZE:
+                        break
+                    m2 = cmap[cp2]
+                    if cls[cp2] != CLS_WORD or m2 < 97 or m2 > 122:
+                        break
+                    name_h = (name_h ^ np.uint64(m2)) * fnv_p
+                    k += 1
+                    j += ln2
+                    chj += 1
+                if k > 0:
+                    for q in range(drop_h.shape[0]):
+                        if drop_h[q] == name_h:
+                            i = j
+                            ch = chj
+                    for q in range(rename_h.shape[0]):
+                        if rename_h[q] == name_h:
+                            i = j
+                            ch = chj
+                            wh = fnv_o
+                            for z in range(frac.shape[0]):
+                                wh = (wh ^ np.uint64(frac[z])) * fnv_p
+                            in_word = True
+                            wstart = cstart
         if aborted:
             nh = nh0
             nt = nt0

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -187,8 +188,6 @@ def _histogram(report: Report) -> dict[str, Any]:
     if m.height:
         ratios = m["lcs_ratio"].fill_null(0.0).to_numpy()
         tiers = m["tier"].fill_null("exact").to_list()
-        import numpy as np
-
         idx = np.searchsorted(np.asarray(edges[1:-1]), ratios, side="right")
         for t, i in zip(tiers, idx.tolist()):
             by_tier.setdefault(t, [0] * nb)[min(max(i, 0), nb - 1)] += 1
@@ -764,8 +763,11 @@ def render_summary(view: dict[str, Any], console: Any) -> None:
     h = view["lcs_histogram"]
     thr = view.get("threshold")
     # a heading line, not a table title: rich would wrap a title wider than the table
+    fthr = view.get("fuzzy_threshold")
     console.print("[italic]LCS-ratio distribution of matches[/italic]"
-                  + (f" (removal threshold {thr})" if thr is not None else ""))
+                  + (f" (removal threshold {thr}" if thr is not None else "")
+                  + (f"; fuzzy tier {fthr}" if fthr is not None and fthr != thr else "")
+                  + (")" if thr is not None else ""))
     ht = Table(header_style="bold")
     ht.add_column("ratio")
     ht.add_column("matches", justify="right")

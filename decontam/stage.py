@@ -97,6 +97,17 @@ class DecontamConfig(StageConfig):
     text_fields: list[str] = opt(help="Columns to check, comma separated (e.g. question,answer); 'messages' "
                                       "checks each message of a chat column. Default: text.", factory=list)
     window_slack: float = opt(0.1, help="Extra window on each side of an aligned item, as a share of its length.")
+    fuzzy: bool = opt(False, help="Also run the near-duplicate tier: MinHash LSH over the item questions finds "
+                                  "records close to an item without a shared n-gram (other numbers, light "
+                                  "rewording), confirmed by the LCS ratio over number-masked tokens; its "
+                                  "matches are reported with tier=fuzzy.")
+    fuzzy_lcs_threshold: float = opt(0.9, help="LCS-ratio threshold of the fuzzy tier, over number-masked "
+                                               "tokens (see BENCHMARKS.md for precision by threshold).")
+    fuzzy_action: str = opt("drop", help="drop: fuzzy matches remove documents like exact ones; report: they "
+                                         "are only written to matches.parquet.", choices=("drop", "report"))
+    fuzzy_fields: list[str] = opt(help="Columns of --text-fields the fuzzy tier checks, e.g. the question "
+                                       "column only (it looks for paraphrased questions; formula-heavy "
+                                       "solutions add false hits). Default: all checked columns.", factory=list)
     fail_on_hit: bool = opt(False, help="Exit with status 3 when any document was removed (CI gate).")
 
     def validate(self) -> None:
@@ -104,6 +115,13 @@ class DecontamConfig(StageConfig):
             raise ConfigError(f"decontam: lcs_threshold must be in (0, 1], got {self.lcs_threshold}")
         if not 0.0 <= self.window_slack <= 1.0:
             raise ConfigError(f"decontam: window_slack must be in [0, 1], got {self.window_slack}")
+        if not 0.0 <= self.fuzzy_lcs_threshold < 1.0:
+            raise ConfigError(f"decontam: fuzzy_lcs_threshold must be in [0, 1), got {self.fuzzy_lcs_threshold}")
+        checked = self.text_fields or [schema.TEXT]
+        extra = [f for f in self.fuzzy_fields if f not in checked]
+        if extra:
+            raise ConfigError(f"decontam: fuzzy_fields {', '.join(extra)} not among the checked columns "
+                              f"({', '.join(checked)}); add them to text_fields or drop them")
         self.index_options().validate()
 
     def index_options(self) -> IndexOptions:
@@ -140,12 +158,15 @@ class DecontamStage(Stage):
         self.report_dir: str | None = config.report
         self._index: DecontamIndex | None = None
         self._confirmer: Confirmer | None = None
+        self._fuzzy: Any = None  # decontam.fuzzy.FuzzyIndex, built in setup() when cfg.fuzzy
+        self.fuzzy_meta: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # never ship the loaded index: workers memory-map it from index_path in setup()
         state = dict(self.__dict__)
         state["_index"] = None
         state["_confirmer"] = None
+        state["_fuzzy"] = None
         return state
 
     @property
@@ -168,10 +189,22 @@ class DecontamStage(Stage):
             idx = build_index(load_benchmarks(cfg.benchmarks or "pretrain", cfg.benchmark_file), cfg.index_options())
             idx.save(path)
             self.index_path = path
+        if cfg.fuzzy:
+            self.fuzzy_meta = self._build_fuzzy(idx).describe()
+
+    def _build_fuzzy(self, idx: DecontamIndex) -> Any:
+        """The near-duplicate index over the same benchmarks' questions (seconds; built per worker)."""
+        from decontam.benchmarks import bundled_names
+        from decontam.fuzzy import FuzzyIndex, FuzzyParams, items_from_benchmarks
+
+        cfg = self.cfg
+        names = cfg.benchmarks or ",".join(n for n in idx.benchmark_names() if n in bundled_names())
+        return FuzzyIndex.build(items_from_benchmarks(load_benchmarks(names, cfg.benchmark_file)),
+                                FuzzyParams(lcs_threshold=cfg.fuzzy_lcs_threshold))
 
     def finalize(self, run: RunContext, summary: dict[str, Any]) -> None:
         report = self.report_dir or report_dir_for(self.cfg, run.output)
-        out = write_report(report, run, summary, self.cfg, self.index_path or "")
+        out = write_report(report, run, summary, self.cfg, self.index_path or "", self.fuzzy_meta)
         summary["decontam"] = {
             "report": report, "matches": os.path.join(report, "matches.parquet"),
             "summary": os.path.join(report, "summary.json"), "docs_removed": out["docs_removed"],
@@ -185,6 +218,8 @@ class DecontamStage(Stage):
                              "(or pass --index)")
         self._index = DecontamIndex.load(self.index_path)
         self._confirmer = Confirmer(self._index, self.cfg.policy, self.cfg.lcs_threshold, self.cfg.window_slack)
+        if self.cfg.fuzzy:
+            self._fuzzy = self._build_fuzzy(self._index)
         task.extra.setdefault("index_bytes", self._index.nbytes())
 
     def _fields(self, batch: pa.RecordBatch, task: TaskContext) -> list[tuple[str, pa.Array, np.ndarray, np.ndarray | None]]:
@@ -253,7 +288,8 @@ class DecontamStage(Stage):
         bench = idx.items.column("benchmark")
         item_ids = idx.items.column("item_id")
         t0 = time.perf_counter()
-        for fname, texts, rows, msg_pos in self._fields(batch, task):
+        fields = self._fields(batch, task)
+        for fname, texts, rows, msg_pos in fields:
             texts, fig = self._strip(texts, task)
             res = scan(texts, idx.ngram, idx.grams, idx.phrase_n, idx.phrases)
             task.counters["fallback_rows"] += int(len(res.fallback))
@@ -290,6 +326,34 @@ class DecontamStage(Stage):
                         removed[doc_row] = True
                         if doc_row not in best or pr.lcs_ratio > best[doc_row][0]:
                             best[doc_row] = (pr.lcs_ratio, pr, field_name)
+        fuzzy_best: dict[int, tuple[float, str, str, str, int]] = {}
+        if self._fuzzy is not None:
+            # near-duplicate tier: pairs that share an n-gram are the exact tier's, whatever its verdict
+            seen = {(m["_row"], m["benchmark"], m["item_id"]) for m in rows_out}
+            for fname, texts, rows, msg_pos in fields:
+                if self.cfg.fuzzy_fields and fname not in self.cfg.fuzzy_fields:
+                    continue
+                for fm in self._fuzzy.query(texts):
+                    doc_row = int(rows[fm.doc_idx])
+                    if (doc_row, fm.benchmark, fm.item_id) in seen:
+                        continue
+                    seen.add((doc_row, fm.benchmark, fm.item_id))
+                    field_name = fname if msg_pos is None else f"{fname}[{int(msg_pos[fm.doc_idx])}]"
+                    rows_out.append({
+                        "doc_id": ids[doc_row].as_py(), "benchmark": fm.benchmark, "item_id": fm.item_id,
+                        "field": fm.field, "grams_matched": fm.shared, "lcs_ratio": fm.lcs_ratio,
+                        "doc_start": fm.doc_start, "doc_end": fm.doc_end, "tier": "fuzzy",
+                        "matched_grams_sample": json.dumps(list(fm.shared_sample), ensure_ascii=False),
+                        "source": src[doc_row].as_py() if src is not None else None,
+                        "domain": dom[doc_row].as_py() if dom is not None else None,
+                        "removed": False, "doc_field": field_name, "contaminated": True, "_row": doc_row,
+                    })
+                    task.counters["fuzzy_pairs"] += 1
+                    if self.cfg.fuzzy_action == "drop" and not removed[doc_row]:
+                        if doc_row not in fuzzy_best or fm.lcs_ratio > fuzzy_best[doc_row][0]:
+                            fuzzy_best[doc_row] = (fm.lcs_ratio, fm.benchmark, fm.item_id, field_name, fm.shared)
+            for doc_row in fuzzy_best:
+                removed[doc_row] = True
         task.extra["check_seconds"] = round(task.extra.get("check_seconds", 0.0) + time.perf_counter() - t0, 3)
         if rows_out:
             for m in rows_out:
@@ -303,6 +367,14 @@ class DecontamStage(Stage):
         pairs_per_doc = Counter(m["doc_id"] for m in rows_out if m["contaminated"])
         reasons, verdicts = [], []
         for r in rem_rows:
+            if r not in best:  # removed by the fuzzy tier alone
+                ratio, b, iid, fname, shared = fuzzy_best[r]
+                reasons.append(f"decontam-fuzzy:{b}")
+                verdicts.append(json.dumps({
+                    "benchmark": b, "item_id": iid, "field": "question", "doc_field": fname, "lcs_ratio": ratio,
+                    "shingles_shared": shared, "tier": "fuzzy", "lcs_threshold": self.cfg.fuzzy_lcs_threshold,
+                    "contaminating_items": pairs_per_doc[ids[r].as_py()]}, ensure_ascii=False, sort_keys=True))
+                continue
             ratio, pr, fname = best[r]
             b = bench[pr.item].as_py()
             n_pairs = pairs_per_doc[ids[r].as_py()]
@@ -352,7 +424,7 @@ def _count_rows(folder: str) -> int:
 
 
 def write_report(report: str, run: RunContext, summary: dict[str, Any], cfg: DecontamConfig,
-                 index_path: str) -> dict[str, Any]:
+                 index_path: str, fuzzy_meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge per-task match tables into matches.parquet and write summary.json; returns the summary."""
     matches = _read_side(os.path.join(run.side_dir, MATCHES_SIDE))
     if matches.num_rows:
@@ -371,7 +443,8 @@ def write_report(report: str, run: RunContext, summary: dict[str, Any], cfg: Dec
     idx = DecontamIndex.load(index_path) if index_path else None
     rows = matches.to_pylist()
     contaminated = [m for m in rows if m["contaminated"]]
-    removed_docs = {m["doc_id"]: m for m in contaminated}
+    # with fuzzy_action=report a fuzzy pair is contaminated but its document is kept
+    removed_docs = {m["doc_id"]: m for m in contaminated if m["removed"]}
     n_removed_files = _count_rows(run.removed_dir) if os.path.isdir(run.removed_dir) else 0
     if n_removed_files != summary["removed"]:
         raise FatalError(f"{report}: {summary['removed']} documents were removed but {run.removed_dir} holds "
@@ -381,7 +454,7 @@ def write_report(report: str, run: RunContext, summary: dict[str, Any], cfg: Dec
     for b in (idx.meta["benchmarks"] if idx else []):
         name = b["name"]
         found = {m["item_id"] for m in contaminated if m["benchmark"] == name}
-        docs = {m["doc_id"] for m in contaminated if m["benchmark"] == name}
+        docs = {m["doc_id"] for m in contaminated if m["benchmark"] == name and m["removed"]}
         short = idx.meta["unchecked"].get(name, {}).get("short", []) if idx else []
         benchmarks[name] = {
             "items": b["items"], "items_found": len(found),
@@ -408,6 +481,7 @@ def write_report(report: str, run: RunContext, summary: dict[str, Any], cfg: Dec
         "excluded": excluded,
         "config": dict(cfg.to_dict(), index=index_path),
         "index": {k: idx.meta[k] for k in ("items", "grams", "phrases", "options")} if idx else {},
+        "fuzzy": fuzzy_meta or None,
         "kernel": {"fallback_rows": counters.get("fallback_rows", 0), "python_rows": counters.get("python_rows", 0),
                    "texts_scanned": counters.get("texts_scanned", 0)},
         "matches": os.path.join(report, "matches.parquet"), "removed_dir": run.removed_dir,

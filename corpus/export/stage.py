@@ -432,52 +432,55 @@ def _write_documents_file(output: str, tables: list[pa.Table], task_docs: list[i
 
 # ----------------------------------------------------------------------------- write phase
 class _Gatherer:
-    """Reads token ranges of documents from the memory-mapped per-task work files.
+    """Reads token ranges of documents from the per-task work files with positioned reads.
 
-    Maps are opened on demand and at most ``MAX_OPEN`` at a time, so thousands of map tasks
-    do not exhaust file descriptors.
+    Reads go straight into the output buffer (``os.preadv``), in file-offset order; no file
+    is memory-mapped, so the process never holds more than the current chunk, however many
+    pages of the work files a shuffled chunk touches.
     """
-
-    MAX_OPEN = 128
 
     def __init__(self, output: str, plan: dict[str, Any]) -> None:
         self.output = output
         self.dtype = np.dtype(plan["work_dtype"])
         self.task_tokens = [int(n) for n in plan["task_tokens"]]
         self.bounds = np.cumsum([0] + self.task_tokens).astype(np.int64)
-        self._maps: dict[int, np.ndarray] = {}
-
-    def _map(self, rank: int) -> np.ndarray:
-        mm = self._maps.pop(rank, None)
-        if mm is None:
-            path = os.path.join(work_dir(self.output), f"tokens-{rank:05d}.bin")
-            n = self.task_tokens[rank]
-            if not os.path.exists(path) or os.path.getsize(path) != n * self.dtype.itemsize:
+        for rank, n in enumerate(self.task_tokens):
+            path = self._path(rank)
+            if n and (not os.path.exists(path) or os.path.getsize(path) != n * self.dtype.itemsize):
                 raise FatalError(f"{path}: missing or not {n * self.dtype.itemsize} bytes; the work file is "
                                  "damaged. Rerun with --overwrite")
-            mm = np.memmap(path, dtype=self.dtype.newbyteorder("<"), mode="r")
-            if len(self._maps) >= self.MAX_OPEN:
-                self._maps.pop(next(iter(self._maps)))
-        self._maps[rank] = mm  # most recently used last
-        return mm
+
+    def _path(self, rank: int) -> str:
+        return os.path.join(work_dir(self.output), f"tokens-{rank:05d}.bin")
 
     def gather(self, src: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Concatenation of ``counts[i]`` tokens starting at global work offset ``src[i]``."""
         total = int(counts.sum())
-        out = np.empty(total, dtype=self.dtype)
+        out = np.empty(total, dtype=self.dtype.newbyteorder("<"))
         if total == 0:
             return out
+        view = memoryview(out).cast("B")
+        item = self.dtype.itemsize
         dest = np.cumsum(counts) - counts
         fid = np.searchsorted(self.bounds, src, side="right") - 1
         for f in np.unique(fid):
-            m = fid == f
-            s, c, d = src[m] - self.bounds[f], counts[m], dest[m]
-            n = int(c.sum())
-            if n == 0:
-                continue
-            base = np.repeat(np.cumsum(c) - c, c)
-            step = np.arange(n, dtype=np.int64) - base
-            out[np.repeat(d, c) + step] = self._map(int(f))[np.repeat(s, c) + step]
+            m = np.flatnonzero(fid == f)
+            m = m[np.argsort(src[m], kind="stable")]  # sequential-ish reads
+            local = ((src[m] - self.bounds[f]) * item).tolist()
+            sizes = (counts[m] * item).tolist()
+            starts = (dest[m] * item).tolist()
+            fd = os.open(self._path(int(f)), os.O_RDONLY)
+            try:
+                for off, n, d in zip(local, sizes, starts):
+                    got = 0
+                    while got < n:
+                        k = os.preadv(fd, [view[d + got:d + n]], off + got)
+                        if k <= 0:
+                            raise FatalError(f"{self._path(int(f))}: short read at byte {off + got}; the work "
+                                             "file is truncated. Rerun with --overwrite")
+                        got += k
+            finally:
+                os.close(fd)
         return out
 
 
@@ -595,6 +598,8 @@ def finalize_export(cfg: ExportConfig, run: RunContext, summary: dict[str, Any])
     manifest = {
         "mathcorpus_version": __version__,
         "format": cfg.format,
+        "tokens": plan["tokens"],  # in the shards (after the mix), EOS included, padding excluded
+        "documents": plan["documents"],
         "dtype": dtype,
         "seq_len": cfg.seq_len,
         "packed": cfg.packs,

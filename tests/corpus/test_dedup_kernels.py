@@ -41,7 +41,7 @@ def test_shingle_hash_is_xxh64_of_the_token_hashes(lanes: list[int], seed: int) 
 
 
 @given(st.lists(any_text, max_size=12))
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=500, deadline=None)
 def test_batch_normalization_equals_textnorm(texts: list[str]) -> None:
     arr = pa.array(texts, pa.string())
     assert dedup.normalize_batch(arr).to_pylist() == [normalize_text(t) for t in texts]

@@ -48,7 +48,8 @@ def test_verbatim_question_is_flagged(check, web) -> None:
     m = _match(rows, "d0", "gsm8k", "7")
     assert m["field"] == "question" and m["lcs_ratio"] == 1.0 and m["contaminated"] and m["removed"]
     planted = _plant(web[0]["text"], q)
-    assert planted[m["doc_start"]: m["doc_end"]] == q.rstrip("?.") or q.startswith(planted[m["doc_start"]: m["doc_end"]])
+    # the char span runs from the item's first token to its last one
+    assert planted[m["doc_start"]: m["doc_end"]] == q.rstrip("?")
     assert rem.column("removal_reason").to_pylist() == ["decontam:gsm8k"]
 
 
@@ -62,21 +63,20 @@ def test_question_and_solution_together_is_flagged(check, web) -> None:
 
 def _disguise(text: str) -> str:
     """Case, whitespace, punctuation and LaTeX-markup changes that do not change meaning."""
-    t = text.upper()
-    t = t.replace("\\FRAC", "\\dfrac").replace("\\SQRT", "\\sqrt").replace("\\CDOT", "\\cdot")
+    t = text.upper().replace("\\FRAC", "\\dfrac").replace("\\SQRT", "\\sqrt")
+    t = t.replace("(", "\\left(").replace(")", "\\right)")
     t = re.sub(r"\$([^$]*)\$", r"\\( \\displaystyle \1 \\)", t)
-    t = t.replace("(", "\\left(").replace(")", "\\right)").replace("\\left(\\", "(\\")
     t = t.replace(",", " ,  ").replace(".", " ;").replace("?", " !")
     return "   ".join(t.split(" "))
 
 
 def test_case_whitespace_punctuation_and_latex_changes_are_flagged(check, web) -> None:
-    rec = bench_record("math", 4000)
+    rec = bench_record("math", 3024)
     changed = _disguise(rec["problem"])
-    assert changed != rec["problem"]
+    assert "\\dfrac" in changed and "\\left(" in changed and "\\displaystyle" in changed
     removed, rows, _ = check([_doc("d2", _plant(web[3]["text"], changed))])
     assert removed == {"d2"}
-    assert _match(rows, "d2", "math", "4000")["lcs_ratio"] > 0.9
+    assert _match(rows, "d2", "math", "3024")["lcs_ratio"] == 1.0
 
 
 def test_item_split_one_sentence_per_line_is_flagged(check, web) -> None:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import gzip
 import json
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 from hypothesis import given, settings
@@ -18,7 +16,6 @@ from rapidfuzz.distance import LCSseq
 
 import decontam.fuzzy as fz
 from corpus.errors import ConfigError
-from decontam import report as rp
 from decontam.benchmarks import load_bundled
 from tests.conftest import SHARED_DATA
 
@@ -241,12 +238,38 @@ def test_exact_copy_has_ratio_one(index: fz.FuzzyIndex) -> None:
     assert [(m.item_id, m.lcs_ratio) for m in index.query([q]) if m.item_id == "0"] == [("0", 1.0)]
 
 
-def test_short_items_are_skipped_and_listed(index: fz.FuzzyIndex) -> None:
+def test_short_and_formula_only_items_are_skipped_and_listed(index: fz.FuzzyIndex) -> None:
     short = index.skipped_short["math"]
-    assert short and all(
-        len(fz.fuzzy_token_batch([question("math", i)]).tokens(0)) < index.params.min_item_tokens for i in short[:20])
+    p = index.params
+    for i in short[:40]:
+        q = question("math", i)
+        assert len(fz.fuzzy_token_batch([q]).tokens(0)) < p.min_item_tokens or fz.prose_words(q) < p.min_item_words
+    indexed = {it.item_id for it in index.items if it.benchmark == "math"}
+    assert "4600" in short  # Find $\begin{pmatrix} 1 \\ 4 \\ -6 \end{pmatrix} + ...$: one word outside the formula
+    assert "468" in indexed
     assert index.describe()["skipped_short_items"]["math"] == len(short)
     assert len(index) + sum(len(v) for v in index.skipped_short.values()) == 1319 + 5000 + 600
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("Find $\\begin{pmatrix} 1 \\\\ 4 \\end{pmatrix} + \\begin{pmatrix} 2 \\\\ 3 \\end{pmatrix}.$", 1),
+    ("What is the remainder when $301^4$ is divided by 10,000?", 8),
+    ("Solve \\[x^2 = 4\\] for $x$. [asy]draw((0,0)--(1,1));[/asy] Show work.", 4),
+    ("芳芳买了一本书有99页", 9),
+])
+def test_prose_words(text: str, words: int) -> None:
+    assert fz.prose_words(text) == words
+
+
+def test_index_bands_answer_like_its_datasketch_lsh(index: fz.FuzzyIndex) -> None:
+    texts = [question("gsm8k", str(i)).replace("1", "7") for i in range(40)] + [web_page(3)]
+    tb = fz.fuzzy_token_batch(texts)
+    sh, off = fz.shingle_hashes(tb.hashes, tb.offsets, index.params.shingle)
+    sigs = fz.minhash_signatures(sh, off, fz.permutations(index.params.num_perm, index.params.seed))
+    rows, keys = index._bands.query(sigs)
+    ref = set(fz.lsh_query_many_reference(index.lsh, sigs))
+    assert set(zip(rows.tolist(), keys.tolist())) == ref
+    assert len(ref) >= 40
 
 
 def test_index_pickles_and_gives_the_same_answers(index: fz.FuzzyIndex) -> None:
@@ -271,23 +294,3 @@ def test_params_validation(kw: dict, message: str) -> None:
     with pytest.raises(ConfigError) as exc:
         fz.FuzzyParams(**kw).validate()
     assert str(exc.value) == message
-
-
-# ----------------------------------------------------------------------------- report rows
-def test_fuzzy_rows_follow_the_matches_contract(index: fz.FuzzyIndex, tmp_path: Path) -> None:
-    texts = ["An unrelated note.", "芳芳买了一本书有120页，看了45页，她还剩多少页没有看？"]
-    found = index.query(texts)
-    table = fz.fuzzy_rows(found, ["r0", "r1"], removed=True, sources=["qa", "sft"], domains=[None, None])
-    assert table.schema == fz.MATCH_SCHEMA
-    row = table.to_pylist()[0]
-    assert row["doc_id"] == "r1" and row["tier"] == "fuzzy" and row["source"] == "sft" and row["removed"]
-    assert json.loads(row["matched_grams_sample"])
-    # a report folder holding these rows loads and shows the pair
-    (tmp_path / "removed").mkdir()
-    pq.write_table(table, tmp_path / "matches.parquet")
-    pq.write_table(pa.table({"id": ["r1"], "text": [texts[1]]}), tmp_path / "removed" / "x.parquet")
-    (tmp_path / "summary.json").write_text(json.dumps({"benchmarks": {"cmath": {"items": 600}}}))
-    rep = rp.load_report(str(tmp_path))
-    (pair,) = rp.build_pairs(rep, rp.select_pairs(rep, None))
-    assert pair.item_text == question("cmath", "0") and pair.doc_window == texts[1]
-    assert pair.doc_spans == [(0, len(texts[1]) - 1)]
