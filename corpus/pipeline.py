@@ -284,11 +284,16 @@ def build_report(pipe: Pipeline, results: list[dict[str, Any]]) -> dict[str, Any
         row = {k: r.get(k) for k in ("label", "stage", "docs_in", "bytes_in", "kept", "removed",
                                      "removed_by_reason", "bad_files", "output", "seconds", "skipped")}
         row["kind"] = "stage"
-        report_dir = r.get("report_dir")
-        if report_dir:
-            contamination = _read_json(os.path.join(report_dir, "summary.json")) or contamination
-            row["report_dir"] = report_dir
-        m = _read_json(os.path.join(r["output"], "manifest.json"))
+        # A stage that writes a report a person reads (decontam) names its summary file in
+        # its run summary under its own key; the pipeline only follows the path.
+        for key, val in r.items():
+            if isinstance(val, dict) and str(val.get("summary", "")).endswith("summary.json"):
+                found = _read_json(val["summary"])
+                if found is not None:
+                    row["report"] = val.get("report")
+                    row["report_summary"] = found
+                    contamination = found
+        m = _read_json(os.path.join(str(r.get("output")), "manifest.json"))
         if m:
             manifest = m
             row["tokens_out"] = m.get("tokens_after_mix", m.get("tokens"))

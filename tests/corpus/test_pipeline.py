@@ -166,3 +166,13 @@ def test_ray_cluster_output_equals_local(tmp_path: Path) -> None:
     finally:
         subprocess.run([str(ray), "stop", "--force"], capture_output=True, timeout=120, env=env)
         shutil.rmtree(tmp_path / "ray", ignore_errors=True)
+
+
+@pytest.mark.parametrize("name", ["pipeline.yaml", "synth_openai.yaml"])
+def test_demo_configs_resolve(repo_root: Path, name: str) -> None:
+    pipe = load_pipeline(str(repo_root / "demo" / name), workdir="/tmp/x")
+    kinds = [s.stage_name or "command" for s in pipe.steps]
+    assert "decontam" in kinds and "export" in kinds
+    for s in pipe.steps:
+        if s.stage_name == "decontam":
+            assert s.stage.config.benchmarks == "posttrain"
