@@ -9,10 +9,12 @@ which keeps their length and language mix realistic). The script times
   MinHash signatures of every window; LSH band lookups; LCS confirmation of each candidate;
 * the peer on the same windows: datasketch used one window at a time
   (``MinHash.update_batch`` + ``MinHashLSH.query`` per window) on a sample, against our
-  vectorized signatures + band lookup on that sample; both must give the same candidates.
+  vectorized signatures + band lookup on that sample; both must give the same candidates;
+* with ``--e2e``, the whole command on 2 workers: ``mathcorpus decontam run`` over the same
+  records (as ``question`` fields of 2 Parquet shards) with and without ``--fuzzy``.
 
-Usage (one process, so the figures are per core):
-    .venv/bin/python bench/fuzzy.py --records 100000 --profile posttrain
+Usage (the library figures are one process, so per core):
+    .venv/bin/python bench/fuzzy.py --records 100000 --profile posttrain --e2e
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import argparse
 import gzip
 import json
 import resource
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -81,12 +86,37 @@ def peer_vs_ours(index: fz.FuzzyIndex, texts: list[str], k: int) -> dict[str, fl
             "speedup": round(t_peer / max(t_ours, 1e-9), 1)}
 
 
+def end_to_end(records: list[str], profile: str) -> dict[str, float]:
+    """Seconds of ``mathcorpus decontam run`` on 2 workers, exact tier alone and with --fuzzy."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-fuzzy-"))
+    try:
+        half = len(records) // 2
+        for k, part in enumerate((records[:half], records[half:])):
+            pq.write_table(pa.table({"id": [f"r{k}-{i}" for i in range(len(part))], "text": part,
+                                     "question": part}), tmp / f"in-{k}.parquet")
+        out = {}
+        for label, extra in (("exact_only_s", []), ("exact_and_fuzzy_s", ["--fuzzy"])):
+            cmd = [str(REPO / ".venv" / "bin" / "mathcorpus"), "decontam", "run", str(tmp / "in-0.parquet"),
+                   str(tmp / "in-1.parquet"), "-o", str(tmp / label), "--benchmarks", profile,
+                   "--text-fields", "question", "--workers", "2", "--report", str(tmp / f"{label}-report"), *extra]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            out[label] = round(time.perf_counter() - t0, 1)
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--profile", default="posttrain")
     ap.add_argument("--batch", type=int, default=8192)
     ap.add_argument("--peer-windows", type=int, default=5000, help="windows the datasketch peer handles")
+    ap.add_argument("--e2e", action="store_true", help="also time the decontam command on 2 workers")
     args = ap.parse_args()
 
     records = load_records(args.records)
@@ -109,6 +139,8 @@ def main() -> None:
         "peer_datasketch_per_window": peer_vs_ours(index, records[: args.batch], args.peer_windows),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
+    if args.e2e:
+        out["decontam_run_2_workers"] = end_to_end(records, args.profile)
     print(json.dumps(out, indent=2))
 
 

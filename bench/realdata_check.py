@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -64,6 +65,9 @@ def run_decontam(name: str, inp: Path, out: Path) -> tuple[list[str], float]:
     cmd = [str(REPO / ".venv" / "bin" / "mathcorpus"), "decontam", "run", str(inp), "-o", str(out / name / "clean"),
            "--benchmarks", bench, "--text-fields", f"{q},{a}", "--report", str(out / name / "report"),
            "--fuzzy", "--fuzzy-fields", q, "--overwrite"]
+    # a finished run with the same options is resumed (skipped) by the runner; start afresh so
+    # that a code change is measured
+    shutil.rmtree(out / name, ignore_errors=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return cmd, time.perf_counter() - t0
@@ -130,7 +134,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "realdata"))
     ap.add_argument("--sample", type=int, default=30)
-    ap.add_argument("--seed", type=int, default=0)
+    # seed 0's sample was read while choosing FuzzyParams.min_item_words; seed 1's afterwards
+    ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     out = Path(args.out)
     inputs = prepare(out)

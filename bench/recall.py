@@ -171,11 +171,12 @@ def _records(lang: str) -> list[dict[str, Any]]:
     return out
 
 
-def _train_eval(train: list[dict[str, Any]], test: list[dict[str, Any]], cfg: Any, tmp: str) -> tuple[np.ndarray, Any]:
+def _train_eval(train_recs: list[dict[str, Any]], test: list[dict[str, Any]], cfg: Any,
+                tmp: str) -> tuple[np.ndarray, Any]:
     from recall.model import LabelledData, RecallModel, train
 
     path = os.path.join(tmp, "m.bin")
-    train(LabelledData.from_records(train, "origin"), path, cfg.replace(eval_fraction=0.0))
+    train(LabelledData.from_records(train_recs, "origin"), path, cfg.replace(eval_fraction=0.0))
     model = RecallModel(path)
     return model.score(pa.array([r["text"] for r in test], pa.string())), model
 

@@ -17,7 +17,7 @@ test the checker, never to tune a model.
 
 Examples::
 
-    .venv/bin/python bench/synth.py overhead --seeds 64 --n 4 --max-tokens 16
+    .venv/bin/python bench/synth.py overhead --seeds 32 --n 4 --max-tokens 16
     .venv/bin/python bench/synth.py overhead --engine vllm --model Qwen/Qwen2.5-0.5B-Instruct --seeds 512 --n 8
     .venv/bin/python bench/synth.py answers --workers 2
 """
@@ -82,7 +82,8 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     src.write_text("".join(json.dumps(r) + "\n" for r in seeds))
     cfg = SynthConfig.from_mapping({"task": "solve", "engine": args.engine, "model": model, "n": args.n,
                                     "max_tokens": args.max_tokens, "temperature": 0.7, "flush_every": args.flush_every,
-                                    "tensor_parallel_size": args.tp})
+                                    "tensor_parallel_size": args.tp,
+                                    "torch_threads": args.torch_threads})
     stage = SynthStage(cfg)
     tmpl = load_template(None, "solve")
     stage.template = tmpl
@@ -225,12 +226,13 @@ def main() -> None:
     o = sub.add_parser("overhead", help="synth stage vs raw engine calls")
     o.add_argument("--engine", default="transformers", choices=("transformers", "vllm", "openai"))
     o.add_argument("--model", default=None, help="default: a tiny random Qwen2 built in a temp folder")
-    o.add_argument("--seeds", type=int, default=64)
+    o.add_argument("--seeds", type=int, default=32)
     o.add_argument("--n", type=int, default=4)
     o.add_argument("--max-tokens", type=int, default=16)
-    o.add_argument("--flush-every", type=int, default=32)
+    o.add_argument("--flush-every", type=int, default=16)
     o.add_argument("--batch-rows", type=int, default=8192)
     o.add_argument("--tp", type=int, default=1)
+    o.add_argument("--torch-threads", type=int, default=1, help="transformers engine: torch CPU threads")
     a = sub.add_parser("answers", help="answer-checker agreement on GSM8K and MATH gold solutions")
     a.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     args = ap.parse_args()

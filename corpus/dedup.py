@@ -18,8 +18,9 @@ minhash
     seeds) and writes one sorted run per LSH band in datatrove's ``.minhash.sig`` record
     format; ``buckets`` (one task per band) finds equal band signatures with a windowed,
     vectorized k-way merge and writes datatrove-format ``.dups`` pairs; ``clusters``
-    (one task) joins the pairs with union-find and applies the keep rule; the map phase
-    filters each batch.
+    (one task) checks every candidate pair on its whole signature (estimated Jaccard at
+    least the threshold; ``verify``), joins the pairs with union-find and applies the keep
+    rule; the map phase filters each batch.
 
 Document identity inside a run is ``(rank, idx)``: the task and the position of the
 document in that task's input stream. Every phase reads a task's files in the same order
@@ -33,11 +34,13 @@ Removed documents carry ``dedup_cluster`` and ``dedup_kept_id`` and the reason
 two columns (``dedup_kept_id`` is then their own id).
 
 Tokens and shingles follow :mod:`corpus.textnorm` (the decontam normalization): each CJK
-character is a token, other text is split into words, digits are kept. The ASCII path of
-that normalization is a numba kernel over the Arrow byte buffer (tested equal to
-:func:`corpus.textnorm.tokenize`); documents with other characters go through
-:func:`corpus.textnorm.normalize_text` itself, because NFKC and Unicode case folding need
-its tables.
+character is a token, other text is split into words, digits are kept. It runs as numba
+kernels over the Arrow byte buffers: ASCII directly, other characters through a table of
+``NFKC(ch).lower()`` built from ``unicodedata`` for every character whose normalization
+does not depend on its neighbours; the rare documents holding any other character
+(combining marks, Hangul jamo, astral symbols) go through
+:func:`corpus.textnorm.normalize_text` itself. Tests check the kernels equal
+:func:`corpus.textnorm.tokenize` on random and on every BMP character.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ import pyarrow.parquet as pq
 
 from corpus import schema, textnorm
 from corpus.config import StageConfig, opt
-from corpus.errors import ConfigError, FatalError, ShardError
+from corpus.errors import ConfigError, FatalError, InputError, ShardError
 from corpus.runner import BatchResult, Phase, RunContext, Stage, TaskContext
 from corpus.shards import atomic_write_bytes, atomic_write_json, iter_batches
 
@@ -277,18 +280,20 @@ def _expand_docs(data: np.ndarray, offs: np.ndarray, kind: np.ndarray, map_blob:
 
 @nb.njit(cache=True)
 def _normalize_docs(data: np.ndarray, offs: np.ndarray, kind: np.ndarray, exp: np.ndarray, exp_offs: np.ndarray,
-                    pre: np.ndarray, pre_offs: np.ndarray, cls: np.ndarray, names: np.ndarray,
+                    pre: np.ndarray, pre_offs: np.ndarray, cls: np.ndarray, light: bool, names: np.ndarray,
                     name_offs: np.ndarray, repl: np.ndarray, repl_offs: np.ndarray, out: np.ndarray,
                     out_offs: np.ndarray) -> None:
-    """textnorm.normalize_text of every document, written into ``out`` in document order.
+    """Normalized text of every document, written into ``out`` in document order.
 
     Kind-2 documents were normalized in Python (``pre``, in order) and are copied. Kind-1
     documents were NFKC'd and lowercased by the table (``exp``, in order), kind-0 ones are
-    ASCII. Both are finished here: lowercase ASCII; a backslash followed by a maximal run
-    of ASCII letters that is one of LATEX_DROP is removed (LATEX_RENAME: replaced); every
-    character that is not a word character (``cls`` 2, or [a-z0-9]) separates words; words
-    are joined by single spaces. A maximal letter run is exactly textnorm's
-    ``\\name(?![a-z])``, since the text is lowercased first.
+    ASCII. Both are finished here. Text mode (textnorm.normalize_text): lowercase ASCII; a
+    backslash followed by a maximal run of ASCII letters that is one of LATEX_DROP is
+    removed (LATEX_RENAME: replaced); every character that is not a word character
+    (``cls`` 2, or [a-z0-9]) separates words; words are joined by single spaces. A maximal
+    letter run is exactly textnorm's ``\\name(?![a-z])``, since the text is lowercased
+    first. Light mode (:func:`light_normalize`): only whitespace (``cls`` 1) separates,
+    every other character is kept.
     """
     o = 0
     k1 = 0
@@ -314,6 +319,18 @@ def _normalize_docs(data: np.ndarray, offs: np.ndarray, kind: np.ndarray, exp: n
         pending = False  # a separator was seen since the last word character
         while p < end:
             c = src[p]
+            if light and c < 0x80:
+                if cls[c] == 1:
+                    pending = True
+                else:
+                    if pending and o > doc_start:
+                        out[o] = 32
+                        o += 1
+                    pending = False
+                    out[o] = c + 32 if 65 <= c <= 90 else c
+                    o += 1
+                p += 1
+                continue
             if c >= 0x80:
                 cp, n = _decode_utf8(src, p)
                 if cls[cp] != 2:
@@ -564,28 +581,6 @@ def _doc_hashes(data: np.ndarray, offs: np.ndarray, seed: np.uint64) -> tuple:
 
 
 @nb.njit(cache=True)
-def _collapse_ascii_space(data: np.ndarray, offs: np.ndarray, out: np.ndarray, out_offs: np.ndarray) -> None:
-    """Runs of ASCII whitespace become one space; leading and trailing ones are dropped."""
-    o = 0
-    for d in range(offs.shape[0] - 1):
-        out_offs[d] = o
-        start = o
-        pending = False
-        for p in range(offs[d], offs[d + 1]):
-            c = data[p]
-            if c == 32 or (9 <= c <= 13):
-                pending = True
-                continue
-            if pending and o > start:
-                out[o] = 32
-                o += 1
-            pending = False
-            out[o] = c
-            o += 1
-    out_offs[offs.shape[0] - 1] = o
-
-
-@nb.njit(cache=True)
 def _union_find(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
     """Component label of each of ``n`` nodes given edges ``a[i]-b[i]``: its smallest node."""
     parent = np.arange(n)
@@ -666,29 +661,34 @@ def _context_free(ch: str) -> bool:
     return not any(lo <= cp <= hi for lo, hi in _HANGUL_JAMO)
 
 
-def _char_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _char_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-BMP-character tables of the normalization kernel, derived from textnorm itself.
 
     ``map_blob[map_offs[cp]:map_ends[cp]]`` is the UTF-8 of ``NFKC(ch).lower()`` for a
     context-free character (``map_offs[cp]`` is -1 for the others: documents holding one go
     through Python; so does Σ, which lowercases by context). ``cls[cp]`` classifies a
     character of the normalized, lowercased text: 2 a word character, 1 a separator,
-    exactly textnorm's ``[\\W_]`` rule.
+    exactly textnorm's ``[\\W_]`` rule; ``space[cp]`` is 1 for whitespace (``str.isspace``)
+    and 2 otherwise, the separators of light normalization.
     """
     global _TABLES
     if _TABLES is None:
         import unicodedata
 
         cls = np.ones(0x10000, dtype=np.uint8)
+        space = np.full(0x10000, 2, dtype=np.uint8)
         map_offs = np.full(0x10001, -1, dtype=np.int64)
         map_ends = np.full(0x10000, -1, dtype=np.int64)
         blob = bytearray()
         nonword = textnorm._NONWORD_RE  # the very rule normalize_text applies
-        for cp in range(0x80, 0x10000):
+        for cp in range(0x10000):
             if 0xD800 <= cp <= 0xDFFF:
                 continue
             ch = chr(cp)
             cls[cp] = 1 if nonword.fullmatch(ch) else 2
+            space[cp] = 1 if ch.isspace() else 2
+            if cp < 0x80:
+                continue
             nf = unicodedata.normalize("NFKC", ch)
             if "\u03a3" in nf or not _context_free(ch):
                 continue
@@ -699,19 +699,25 @@ def _char_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             map_offs[cp] = len(blob)
             map_ends[cp] = len(blob) + len(m)
             blob += m
-        for cp in range(0x80):
-            cls[cp] = 1 if nonword.fullmatch(chr(cp)) else 2
         map_offs[0x10000] = len(blob)
-        _TABLES = (cls, map_offs, map_ends, np.frombuffer(bytes(blob) or b" ", dtype=np.uint8))
+        _TABLES = (cls, space, map_offs, map_ends, np.frombuffer(bytes(blob) or b" ", dtype=np.uint8))
     return _TABLES
 
 
-def normalize_batch(texts: pa.Array | pa.ChunkedArray) -> Normalized:
-    """:func:`corpus.textnorm.normalize_text` of every text of an Arrow string array.
+def light_normalize(text: str) -> str:
+    """Unicode NFKC, lowercase, every run of whitespace one space, trimmed (exact dedup's default)."""
+    import unicodedata
+
+    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+
+
+def normalize_batch(texts: pa.Array | pa.ChunkedArray, mode: str = "text") -> Normalized:
+    """Every text of an Arrow string array normalized as :func:`corpus.textnorm.normalize_text`
+    (``mode="text"``) or :func:`light_normalize` (``mode="light"``).
 
     Numba kernels handle ASCII and context-free characters (NFKC and lowercasing from a
     table built with ``unicodedata``); the rare documents with other characters (combining
-    marks, Hangul, astral-plane symbols) go through ``normalize_text`` itself.
+    marks, Hangul, astral-plane symbols) go through the Python function itself.
     """
     arr = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
     if pa.types.is_null(arr.type):
@@ -722,7 +728,9 @@ def normalize_batch(texts: pa.Array | pa.ChunkedArray) -> Normalized:
     n = len(offs) - 1
     if n == 0:
         return Normalized(np.zeros(1, np.uint8), np.zeros(1, np.int64))
-    cls, map_offs, map_ends, blob = _char_tables()
+    light = mode == "light"
+    python_fn = light_normalize if light else textnorm.normalize_text
+    cls, space, map_offs, map_ends, blob = _char_tables()
     kind, exp_len = _scan_docs(data, offs, map_offs, map_ends)
     n1 = int((kind == 1).sum())
     exp = np.empty(int(exp_len.sum()) + 1, dtype=np.uint8)
@@ -732,7 +740,7 @@ def normalize_batch(texts: pa.Array | pa.ChunkedArray) -> Normalized:
     exp.setflags(write=False)  # same numba type as the read-only Arrow buffer
     idx = np.flatnonzero(kind == 2)
     if len(idx):
-        pieces = [textnorm.normalize_text(t).encode("utf-8") for t in arr.take(pa.array(idx)).to_pylist()]
+        pieces = [python_fn(t).encode("utf-8") for t in arr.take(pa.array(idx)).to_pylist()]
         pre_offs = np.zeros(len(pieces) + 1, dtype=np.int64)
         pre_offs[1:] = np.cumsum([len(p) for p in pieces])
         pre = np.frombuffer(b"".join(pieces) or b" ", dtype=np.uint8)
@@ -740,7 +748,8 @@ def normalize_batch(texts: pa.Array | pa.ChunkedArray) -> Normalized:
         pre, pre_offs = np.zeros(1, np.uint8), np.zeros(1, np.int64)
     out = np.empty(int(offs[-1] - offs[0]) + len(exp) + len(pre) + 1, dtype=np.uint8)
     out_offs = np.empty(n + 1, dtype=np.int64)
-    _normalize_docs(data, offs, kind, exp, exp_offs, pre, pre_offs, cls, *_LATEX, out, out_offs)
+    _normalize_docs(data, offs, kind, exp, exp_offs, pre, pre_offs, space if light else cls, light, *_LATEX,
+                    out, out_offs)
     return Normalized(out, out_offs)
 
 
@@ -805,8 +814,9 @@ def exact_hashes(texts: pa.Array | pa.ChunkedArray, normalize: str = "light",
                  seed: int = HASH_SEED) -> tuple[np.ndarray, np.ndarray]:
     """128-bit hash ``(h1, h2)`` of every text after ``normalize``:
 
-    * ``light``: Unicode NFKC, lowercase, runs of whitespace made one space, trimmed;
-      every symbol stays, so ``3 + 4`` and ``3 × 4`` remain different documents;
+    * ``light`` (:func:`light_normalize`): Unicode NFKC, lowercase, runs of whitespace
+      made one space, trimmed; every symbol stays, so ``3 + 4`` and ``3 × 4`` remain
+      different documents;
     * ``text``: :func:`corpus.textnorm.normalize_text` (drops punctuation, symbols and
       layout-only LaTeX: ``\\left(x\\right)`` equals ``(x)``, but so do ``x+1`` and ``x-1``);
     * ``none``: the raw UTF-8 bytes.
@@ -820,13 +830,8 @@ def exact_hashes(texts: pa.Array | pa.ChunkedArray, normalize: str = "light",
         norm = normalize_batch(arr)
         data, offs = norm.data, norm.offs
     elif normalize == "light":
-        if not pc.all(pc.string_is_ascii(arr)).as_py():
-            arr = pc.utf8_normalize(arr, "NFKC")
-        arr = pc.utf8_lower(arr)
-        raw, roffs = _string_buffers(arr)
-        data = np.empty(max(1, int(roffs[-1] - roffs[0])), dtype=np.uint8)
-        offs = np.empty(len(roffs), dtype=np.int64)
-        _collapse_ascii_space(raw, roffs, data, offs)
+        norm = normalize_batch(arr, "light")
+        data, offs = norm.data, norm.offs
     elif normalize == "none":
         data, offs = _string_buffers(arr)
     else:
@@ -958,8 +963,8 @@ def _scores(batch: pa.RecordBatch, path: str) -> pa.Array:
     try:
         col = pc.cast(col, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise ShardError(f"{path}: column '{schema.MATH_SCORE}' has type {col.type}, expected a number; "
-                         "cast it to float or drop it before dedup", path) from exc
+        raise InputError(f"{path}: column '{schema.MATH_SCORE}' has type {col.type}, expected a number; "
+                         "cast it to float or drop it before dedup") from exc
     return pc.if_else(pc.is_nan(col), pa.scalar(None, pa.float64()), col)
 
 

@@ -61,7 +61,10 @@ def _human(summary: dict[str, Any]) -> None:
     click.echo(summary_line(summary))
     d = summary.get("dedup") or {}
     if d:
-        extra = f"; {d['bands']} bands x {d['rows']} rows" if d.get("method") == "minhash" else ""
+        extra = ""
+        if d.get("method") == "minhash":
+            extra = (f"; {d['bands']} bands x {d['rows']} rows, {d.get('pairs', 0):,} of "
+                     f"{d.get('candidate_pairs', 0):,} candidate pairs kept")
         click.echo(f"{d.get('method')}: {d.get('clusters', 0):,} clusters holding {d.get('docs_in_clusters', 0):,} "
                    f"docs, {d.get('removed', 0):,} removed, largest cluster {d.get('largest_cluster', 0):,}{extra}")
 
@@ -69,6 +72,10 @@ def _human(summary: dict[str, Any]) -> None:
 @click.group("dedup")
 def dedup_group() -> None:
     """Remove exact and near-duplicate documents across all shards and workers.
+
+    Run exact first (cheap, removes copies), then minhash on its output. `dedup
+    minhash --help` shows how the threshold sets the LSH bands and the resulting
+    false positive / false negative curve.
 
     \b
     Example:

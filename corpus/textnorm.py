@@ -85,7 +85,7 @@ _FIGURE_RE = re.compile(
     r"\[asy\].*?\[/asy\]"
     r"|\\begin\{asy\}.*?\\end\{asy\}"
     r"|\\begin\{tikzpicture\}.*?\\end\{tikzpicture\}",
-    re.S | re.I)
+    re.S | re.I | re.A)  # ASCII-only case folding: the byte kernel checks the same tags
 
 
 def is_cjk(cp: int) -> bool:

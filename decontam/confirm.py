@@ -7,12 +7,13 @@ both together), the ratio
 
     LCS(part tokens, W) / |part tokens|
 
-is computed with rapidfuzz over normalized tokens. ``W`` is the stretch of the document
-that the matched grams align the part with, widened by a small slack for edits: about as
-long as the part, never the whole document, so a long page cannot reach the threshold by
-collecting scattered common words. A pair contaminates the document when a part's ratio is
-above the threshold (policy ``ngram+lcs``), or when any gram matched (policy ``ngram``,
-kept for comparison). Parts shorter than ``n`` tokens count only when they occur whole.
+is computed with rapidfuzz over normalized tokens (their 64-bit hashes from the kernel). ``W``
+is the stretch of the document that the matched grams align the part with, widened by a
+small slack for edits: about as long as the part, never the whole document, so a long page
+cannot reach the threshold by collecting scattered common words. A pair contaminates the
+document when a part's ratio is above the threshold (policy ``ngram+lcs``), or when any gram
+matched (policy ``ngram``, kept for comparison). Parts shorter than ``n`` tokens count only
+when they occur whole.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pyarrow as pa
 from rapidfuzz.distance import LCSseq
 
 from corpus.textnorm import tokenize
-from decontam.index import PART_BOTH, PART_QUESTION, DecontamIndex
+from decontam.index import PART_QUESTION, DecontamIndex
 from decontam.kernel import scan
 
 POLICIES = ("ngram+lcs", "ngram")
@@ -34,13 +35,21 @@ POLICIES = ("ngram+lcs", "ngram")
 
 @dataclass
 class ItemTokens:
-    """Normalized tokens of one indexed item and where each of its grams occurs."""
+    """Normalized tokens (as hashes) of one indexed item and where each of its grams occurs."""
 
-    tokens: list[str]       # question + choices + second, as one token list
+    tokens: list[int]       # question + choices + second, as one token list
     q_len: int
     second_start: int
     second_name: str
     gram_pos: dict[int, list[int]]  # gram key -> positions in ``tokens``
+    text: str               # the indexed text, for the readable gram samples
+    _words: list[str] | None = None
+
+    def words(self) -> list[str]:
+        """The tokens as strings (computed on first use: only samples need them)."""
+        if self._words is None:
+            self._words = tokenize(self.text)
+        return self._words
 
     def parts(self, min_tokens: int) -> list[tuple[str, int, int]]:
         """``(field, start, end)`` of the parts long enough to judge alone."""
@@ -48,7 +57,7 @@ class ItemTokens:
         n = len(self.tokens)
         if n >= min_tokens:
             out.append(("both", 0, n))
-        if self.q_len >= min_tokens and self.q_len < n:
+        if min_tokens <= self.q_len < n:
             out.append(("question", 0, self.q_len))
         if n - self.second_start >= min_tokens and self.second_start > 0:
             out.append((self.second_name, self.second_start, n))
@@ -96,6 +105,11 @@ class Confirmer:
         self._c = cols.column("choices")
         self._s = cols.column("second")
         self._sname = cols.column("second_name")
+        a = index.arrays
+        # plain ndarray views of the memory maps: slicing a numpy.memmap is slow
+        self._keys = np.asarray(a["keys"])
+        self._post_off = np.asarray(a["post_off"])
+        self._post_item = np.asarray(a["post_item"])
 
     # -- items ---------------------------------------------------------------------------
     def item_tokens(self, item: int) -> ItemTokens:
@@ -106,21 +120,24 @@ class Confirmer:
         q = self._q[item].as_py() or ""
         c = self._c[item].as_py() or ""
         s = self._s[item].as_py() or ""
-        tq, tc, ts = tokenize(q), tokenize(c), tokenize(s)
         text = "\n".join(t for t in (q, c, s) if t)
-        res = scan(pa.array([text], pa.string()), self.n, emit_grams=True)
+        # the same texts the index hashed (figure code already removed there)
+        res = scan(pa.array([q, c, text], pa.string()), self.n, emit_tokens=True, emit_grams=True)
+        sel = res.tok_row == 2
         gram_pos: dict[int, list[int]] = {}
-        for k, p in zip(res.gram_key.tolist(), res.gram_pos.tolist()):
+        gsel = res.gram_row == 2
+        for k, p in zip(res.gram_key[gsel].tolist(), res.gram_pos[gsel].tolist()):
             gram_pos.setdefault(k, []).append(p)
-        it = ItemTokens(tokens=tq + tc + ts, q_len=len(tq), second_start=len(tq) + len(tc),
-                        second_name=self._sname[item].as_py() or "answer", gram_pos=gram_pos)
+        q_len, c_len = int(res.ntok[0]), int(res.ntok[1])
+        it = ItemTokens(tokens=res.tok_hash[sel].tolist(), q_len=q_len, second_start=q_len + c_len,
+                        second_name=self._sname[item].as_py() or "answer", gram_pos=gram_pos, text=text)
         self._cache[item] = it
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return it
 
     # -- scoring ---------------------------------------------------------------------------
-    def _window_ratio(self, part: list[str], doc: list[str], offsets: Counter, a: int, b: int
+    def _window_ratio(self, part: list[int], doc: list[int], offsets: Counter, a: int, b: int
                       ) -> tuple[float, int, int]:
         """Best LCS ratio of ``part`` over windows aligned at the most supported offsets."""
         size = b - a
@@ -133,38 +150,37 @@ class Confirmer:
                 continue
             ratio = LCSseq.similarity(part, doc[lo:hi]) / size
             if ratio > best[0]:
-                best = (ratio, max(0, o + a), max(min(len(doc), o + b), max(0, o + a) + 1))
+                start = max(0, o + a)
+                best = (ratio, start, max(min(len(doc), o + b), start + 1))
         return best
 
-    def score(self, doc_tokens: list[str], item: int, gram_hits: list[tuple[int, int]],
+    def score(self, doc_tokens: list[int], item: int, gram_hits: list[tuple[int, int]],
               phrase_hits: list[tuple[int, int, int]]) -> PairResult:
         """Judge one pair.
 
-        ``gram_hits``: ``(doc token position, gram key)`` of matched ``n``-grams;
-        ``phrase_hits``: ``(doc token position, part code, part length)`` of phrase prefixes.
+        ``doc_tokens``: the document's token hashes; ``gram_hits``: ``(doc token position,
+        gram key)`` of matched ``n``-grams; ``phrase_hits``: ``(doc token position, part code,
+        part length)`` of matched phrase prefixes.
         """
         it = self.item_tokens(item)
         toks = it.tokens
         n = self.n
         results: list[tuple[float, str, int, int, bool]] = []
-        sample: list[str] = []
-        # implied start of the item in the document, for each matched gram occurrence
+        sample_pos: list[tuple[int, int]] = []  # (item position, length) of matched grams
         occ: list[tuple[int, int]] = []  # (doc offset of item token 0, item position)
         for d, key in gram_hits:
             for p in it.gram_pos.get(key, ()):
                 occ.append((d - p, p))
-                if len(sample) < 3:
-                    g = " ".join(toks[p: p + n])
-                    if g not in sample:
-                        sample.append(g)
+                if len(sample_pos) < 3 and all(sp != p for sp, _ in sample_pos):
+                    sample_pos.append((p, n))
         exact_parts: dict[str, int] = {}
         for d, part, length in phrase_hits:
-            a = 0
             name = "question" if part == PART_QUESTION else "both"
-            if doc_tokens[d: d + length] == toks[a: a + length]:
+            # phrases are item prefixes: question alone, or the whole short item
+            if doc_tokens[d: d + length] == toks[:length]:
                 exact_parts[name] = d
-                if len(sample) < 3:
-                    sample.append(" ".join(toks[a: a + length]))
+                if len(sample_pos) < 3:
+                    sample_pos.append((0, length))
         for name, a, b in it.parts(self.min_tokens):
             size = b - a
             if name in exact_parts:
@@ -179,6 +195,8 @@ class Confirmer:
             ok = ratio > self.threshold and size >= n
             results.append((ratio, name, lo, hi, ok))
         n_grams = len({d for d, _ in gram_hits}) + len(exact_parts)
+        words = it.words() if sample_pos else []
+        sample = [" ".join(words[p: p + ln]) for p, ln in sample_pos]
         if not results:
             return PairResult(item, "both", n_grams, 0.0, 0, 0, False, sample)
         if self.policy == "ngram":
@@ -191,25 +209,30 @@ class Confirmer:
         r, name, lo, hi, ok = near[0]
         return PairResult(item, name, n_grams, round(float(r), 6), lo, hi, bool(ok), sample)
 
-    def score_row(self, doc_tokens: list[str], hits: list[tuple[int, int, int]]) -> list[PairResult]:
+    def score_row(self, doc_tokens: list[int], hits: list[tuple[int, int, int]]) -> list[PairResult]:
         """All candidate items of one document. ``hits``: ``(pos, kind, key index)`` from the kernel."""
         idx = self.index
         grams: dict[int, list[tuple[int, int]]] = {}
         phrases: dict[int, list[tuple[int, int, int]]] = {}
-        keys = idx.arrays["keys"]
-        for pos, kind, kix in hits:
-            if kind == 0:
-                key = int(keys[kix])
-                for item in idx.gram_items(kix).tolist():
-                    grams.setdefault(item, []).append((pos, key))
-            else:
-                items, parts, lens = idx.phrase_entries(kix)
-                for item, part, length in zip(items.tolist(), parts.tolist(), lens.tolist()):
-                    phrases.setdefault(item, []).append((pos, part, length))
-        out = []
-        for item in sorted(set(grams) | set(phrases)):
-            out.append(self.score(doc_tokens, item, grams.get(item, []), phrases.get(item, [])))
-        return out
+        g = [(p, ix) for p, kind, ix in hits if kind == 0]
+        if g:
+            pos = np.array([p for p, _ in g], dtype=np.int64)
+            kix = np.array([ix for _, ix in g], dtype=np.int64)
+            lo, hi = self._post_off[kix], self._post_off[kix + 1]
+            cnt = hi - lo
+            rep = np.repeat(np.arange(len(kix)), cnt)
+            flat = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(lo, cnt)
+            items = self._post_item[flat]
+            keys = self._keys[kix][rep]
+            for item, p, key in zip(items.tolist(), pos[rep].tolist(), keys.tolist()):
+                grams.setdefault(item, []).append((p, key))
+        for pos_, kind, kix_ in hits:
+            if kind == 1:
+                items_, parts, lens = idx.phrase_entries(kix_)
+                for item, part, length in zip(items_.tolist(), parts.tolist(), lens.tolist()):
+                    phrases.setdefault(item, []).append((pos_, part, length))
+        return [self.score(doc_tokens, item, grams.get(item, []), phrases.get(item, []))
+                for item in sorted(set(grams) | set(phrases))]
 
 
 def group_hits(hit_row: np.ndarray, hit_pos: np.ndarray, hit_kind: np.ndarray, hit_idx: np.ndarray
@@ -219,6 +242,3 @@ def group_hits(hit_row: np.ndarray, hit_pos: np.ndarray, hit_kind: np.ndarray, h
     for r, p, k, i in zip(hit_row.tolist(), hit_pos.tolist(), hit_kind.tolist(), hit_idx.tolist()):
         out.setdefault(r, []).append((p, k, i))
     return out
-
-
-__all__ = ["POLICIES", "Confirmer", "PairResult", "ItemTokens", "group_hits", "PART_BOTH"]

@@ -42,7 +42,7 @@ How decontam/stage.py uses it (``--fuzzy``, config fields ``fuzzy``,
   driver keeps only :meth:`FuzzyIndex.describe` for summary.json;
 * ``process_batch`` calls :meth:`FuzzyIndex.query` on each checked text column (the
   original texts: figure code is dropped here), skips (record, item) pairs the exact tier
-  already has a row for, and writes the rest to matches.parquet with ``tier = "fuzzy"``;
+  already confirmed, and writes the rest to matches.parquet with ``tier = "fuzzy"``;
   with ``fuzzy_action = drop`` (the default) their records are removed with reason
   ``decontam-fuzzy:<benchmark>``, with ``report`` they are only reported.
 """
@@ -98,9 +98,11 @@ class FuzzyParams:
     # items shorter than this (in tokens) are not indexed: "Compute # + #." is near every drill
     min_item_tokens: int = 12
     # nor items with fewer words than this outside formulas: with numbers masked, "Find
-    # [matrix] + [matrix]." is the same text as every other matrix sum, and a formula-only
-    # item matches stretches of formulas in solutions
-    min_item_words: int = 6
+    # [matrix] + [matrix]." is the same text as every other matrix sum, and "What is the
+    # remainder when $...$ is divided by $...$?" (7 words) the same as every remainder drill.
+    # 6 -> 8 raised the share of true near-duplicates in a read sample of MATH train pairs
+    # from 17/30 to 14/18 (BENCHMARKS.md; a fresh sample was read after that choice)
+    min_item_words: int = 8
     # texts are also cut into windows of these sizes (tokens), so that an item inside a longer
     # text (an instruction wrapper, a page) is compared with a stretch about its own size
     window_scales: tuple[int, ...] = (32, 64, 128)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -37,7 +37,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
-from corpus.textnorm import CJK_RANGES, LATEX_DROP, LATEX_RENAME, is_cjk, normalize_text, tokenize
+from corpus.textnorm import (CJK_RANGES, LATEX_DROP, LATEX_RENAME, figure_spans, is_cjk, normalize_text,
+                             strip_figure_code, tokenize)
 
 # -- character classes of the table ---------------------------------------------------
 CLS_SEP = 0      # separator: punctuation, symbols, spaces (dropped)
@@ -57,6 +58,7 @@ MODE_SKIP = 2    # do not scan (empty output)
 FLAG_OK = 0
 FLAG_SOFT = 1
 FLAG_HARD = 2
+FLAG_FIGURE = 3  # the row holds figure code ([asy], \begin{asy}, \begin{tikzpicture}): strip first
 
 FNV_OFFSET = 0xCBF29CE484222325
 FNV_PRIME = 0x100000001B3
@@ -196,6 +198,10 @@ _RENAME_TO = [LATEX_RENAME[k] for k in LATEX_RENAME]
 if len(set(_RENAME_TO)) != 1 or _RENAME_TO[0] != "frac":
     raise RuntimeError("the kernel only implements renames to 'frac'; update kernel._scan")
 _FRAC = np.frombuffer(b"frac", dtype=np.uint8).copy()
+# what follows "[" or "\\" at the start of a figure block (see corpus.textnorm.figure_spans)
+_FIG_ASY = np.frombuffer(b"asy]", dtype=np.uint8).copy()
+_FIG_ENV1 = np.frombuffer(b"begin{asy}", dtype=np.uint8).copy()
+_FIG_ENV2 = np.frombuffer(b"begin{tikzpicture}", dtype=np.uint8).copy()
 
 
 # ----------------------------------------------------------------------------- numba
@@ -251,22 +257,31 @@ def _in_cjk(cp: np.int64, lo: np.ndarray, hi: np.ndarray) -> bool:
 
 
 @njit(cache=True, inline="always")
-def _bsearch(keys: np.ndarray, key: np.uint64) -> np.int64:
-    lo = np.int64(0)
-    hi = np.int64(keys.shape[0])
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if keys[mid] < key:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < keys.shape[0] and keys[lo] == key:
-        return lo
+def _dsearch(keys: np.ndarray, dirs: np.ndarray, dshift: np.uint64, key: np.uint64) -> np.int64:
+    """Index of ``key`` in sorted ``keys`` via the bucket directory (about one key per bucket), or -1."""
+    b = np.int64(key >> dshift)
+    for j in range(dirs[b], dirs[b + 1]):
+        if keys[j] == key:
+            return j
     return -1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _ieq(data: np.ndarray, i: np.int64, end: np.int64, pat: np.ndarray) -> bool:
+    """Whether the bytes at ``i`` equal lowercase ASCII ``pat``, ignoring ASCII case."""
+    if i + pat.shape[0] > end:
+        return False
+    for k in range(pat.shape[0]):
+        b = data[i + k]
+        if 65 <= b <= 90:
+            b += 32
+        if b != pat[k]:
+            return False
+    return True
+
+
 @njit(cache=True, nogil=True)
-def _probe(buf, bpos, nb, bitmap, bshift, keys, kind, r, nh, h_row, h_pos, h_idx, h_kind):
+def _probe(buf, bpos, nb, bitmap, bshift, keys, dirs, dshift, kind, r, nh, h_row, h_pos, h_idx, h_kind):
     """Look up ``nb`` buffered gram keys; append hits. Returns the new hit count, or -1 on overflow.
 
     Keys are probed in a batch so the bitmap loads (random accesses into megabytes) are
@@ -283,7 +298,7 @@ def _probe(buf, bpos, nb, bitmap, bshift, keys, kind, r, nh, h_row, h_pos, h_idx
     cap = h_row.shape[0]
     for q in range(nb):
         if found[q]:
-            ix = _bsearch(keys, buf[q])
+            ix = _dsearch(keys, dirs, dshift, buf[q])
             if ix >= 0:
                 if nh >= cap:
                     return -1
@@ -297,9 +312,10 @@ def _probe(buf, bpos, nb, bitmap, bshift, keys, kind, r, nh, h_row, h_pos, h_idx
 
 @njit(cache=True, nogil=True)
 def _scan(data, offsets, modes, cls, cmap, cjk_lo, cjk_hi, drop_h, rename_h, frac,
-          n, bitmap, bshift, keys, pn, pbitmap, pbshift, pkeys,
+          n, bitmap, bshift, keys, dirs, dshift, pn, pbitmap, pbshift, pkeys, pdirs, pdshift,
           start_row, flags, ntok, h_row, h_pos, h_idx, h_kind,
-          emit_tokens, t_hash, t_start, t_end, t_row, emit_grams, g_row, g_pos, g_key):
+          emit_tokens, t_hash, t_start, t_end, t_row, emit_grams, g_row, g_pos, g_key,
+          detect_fig, fig_asy, fig_env1, fig_env2):
     """The kernel: scan rows from ``start_row`` on, writing into the preallocated outputs.
 
     Returns ``(next_row, n_hits, n_tokens, n_grams)``. It stops before a row whose hits
@@ -388,6 +404,11 @@ def _scan(data, offsets, modes, cls, cmap, cjk_lo, cjk_hi, drop_h, rename_h, fra
                     cp = np.int64(b0)
                     i += 1
                     c = np.int64(acls[b0])
+                    if detect_fig and (b0 == 91 and _ieq(data, i, end, fig_asy) or b0 == 92 and (
+                            _ieq(data, i, end, fig_env1) or _ieq(data, i, end, fig_env2))):
+                        flags[r] = FLAG_FIGURE  # "[asy]" or "\begin{asy}" / "\begin{tikzpicture}"
+                        aborted = True
+                        break
                 else:
                     cp, ln = _decode(data, i)
                     i += ln
@@ -457,12 +478,14 @@ def _scan(data, offsets, modes, cls, cmap, cjk_lo, cjk_hi, drop_h, rename_h, fra
                     npk += 1
             # -- probe the buffered keys in batches
             if nk >= PROBE_BATCH - 2 or (at_end and nk > 0):
-                nh = _probe(kbuf, kpos, nk, bitmap, bshift, keys, 0, r, nh, h_row, h_pos, h_idx, h_kind)
+                nh = _probe(kbuf, kpos, nk, bitmap, bshift, keys, dirs, dshift, 0, r, nh, h_row, h_pos, h_idx,
+                            h_kind)
                 nk = 0
                 if nh < 0:
                     return r, nh0, nt0, ng0
             if npk >= PROBE_BATCH - 2 or (at_end and npk > 0):
-                nh = _probe(pbuf, ppos, npk, pbitmap, pbshift, pkeys, 1, r, nh, h_row, h_pos, h_idx, h_kind)
+                nh = _probe(pbuf, ppos, npk, pbitmap, pbshift, pkeys, pdirs, pdshift, 1, r, nh, h_row, h_pos,
+                            h_idx, h_kind)
                 npk = 0
                 if nh < 0:
                     return r, nh0, nt0, ng0
@@ -534,12 +557,15 @@ class ScanResult:
     gram_row: np.ndarray
     gram_pos: np.ndarray
     gram_key: np.ndarray
-    fallback: np.ndarray  # rows normalized outside the kernel (pyarrow or Python), sorted
+    fallback: np.ndarray  # rows fixed outside the kernel (figure code, NFKC, Python), sorted
     python_rows: int = 0  # how many of those were normalized by corpus.textnorm in Python
+    figures: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # stripped figure spans
+    renormalized: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # NFKC/Python rows
 
 
 _EMPTY_U64 = np.zeros(0, dtype=np.uint64)
 _EMPTY_BITMAP = np.zeros(1, dtype=np.uint64)
+_EMPTY_DIRS = np.zeros(3, dtype=np.int32)
 
 
 def make_bitmap(keys: np.ndarray, bits: int | None = None) -> tuple[np.ndarray, int]:
@@ -562,11 +588,22 @@ def make_bitmap(keys: np.ndarray, bits: int | None = None) -> tuple[np.ndarray, 
 
 @dataclass
 class KeySet:
-    """Sorted unique gram keys plus their bitmap prefilter, as the kernel reads them."""
+    """Sorted unique gram keys, their bitmap prefilter and bucket directory, as the kernel reads them.
+
+    The directory maps the top ``64 - dshift`` bits of a key to the range of ``keys`` that
+    start with them (about one key per bucket), so a prefilter hit costs one or two memory
+    reads instead of a binary search. The position of a key in ``keys`` indexes its postings.
+    """
 
     keys: np.ndarray
     bitmap: np.ndarray
     shift: int
+    dirs: np.ndarray = field(default_factory=lambda: _EMPTY_DIRS)
+    dshift: int = 63
+
+    def __post_init__(self) -> None:
+        if self.dirs is _EMPTY_DIRS:
+            self.dirs, self.dshift = make_directory(self.keys)
 
     @classmethod
     def build(cls, keys: np.ndarray) -> "KeySet":
@@ -577,6 +614,19 @@ class KeySet:
     @classmethod
     def empty(cls) -> "KeySet":
         return cls(_EMPTY_U64, _EMPTY_BITMAP, 63)
+
+
+def make_directory(keys: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(dirs, dshift)``: ``keys[dirs[b]:dirs[b+1]]`` are the sorted keys with ``key >> dshift == b``."""
+    keys = np.asarray(keys)
+    bits = max(1, int(np.ceil(np.log2(max(len(keys), 2)))))
+    bits = min(bits, 30)
+    dshift = 64 - bits
+    counts = np.bincount((keys >> np.uint64(dshift)).astype(np.int64), minlength=1 << bits) if len(keys) \
+        else np.zeros(1 << bits, dtype=np.int64)
+    dirs = np.zeros((1 << bits) + 1, dtype=np.int32 if len(keys) < 2**31 else np.int64)
+    np.cumsum(counts, out=dirs[1:])
+    return dirs, dshift
 
 
 def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -599,7 +649,7 @@ def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def scan_arrays(data: np.ndarray, offsets: np.ndarray, modes: np.ndarray, n: int, grams: KeySet,
                 phrase_n: int = 0, phrases: KeySet | None = None, emit_tokens: bool = False,
-                emit_grams: bool = False) -> tuple:
+                emit_grams: bool = False, detect_figures: bool = False) -> tuple:
     """Run the kernel on raw buffers. Returns ``(flags, ntok, hit_row, hit_pos, hit_idx,
     hit_kind, tok_hash, tok_start, tok_end, tok_row, gram_row, gram_pos, gram_key)``."""
     if not 1 <= n <= MAX_N or not 0 <= phrase_n <= MAX_N:
@@ -622,9 +672,10 @@ def scan_arrays(data: np.ndarray, offsets: np.ndarray, modes: np.ndarray, n: int
     while True:
         hit = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64))
         nxt, nh, nt, ng = _scan(data, offsets, modes, cls, cmap, _CJK_LO, _CJK_HI, _DROP_HASHES, _RENAME_FROM,
-                                _FRAC, n, grams.bitmap, np.uint64(grams.shift), grams.keys, phrase_n, ph.bitmap,
-                                np.uint64(ph.shift), ph.keys, row, flags, ntok, *hit, emit_tokens, *tok,
-                                emit_grams, *grm)
+                                _FRAC, n, grams.bitmap, np.uint64(grams.shift), grams.keys, grams.dirs,
+                                np.uint64(grams.dshift), phrase_n, ph.bitmap, np.uint64(ph.shift), ph.keys,
+                                ph.dirs, np.uint64(ph.dshift), row, flags, ntok, *hit, emit_tokens, *tok,
+                                emit_grams, *grm, detect_figures, _FIG_ASY, _FIG_ENV1, _FIG_ENV2)
         hits.append(tuple(a[:nh] for a in hit))
         toks.append(tuple(a[:nt] for a in tok))
         grms.append(tuple(a[:ng] for a in grm))
@@ -644,14 +695,19 @@ def scan_arrays(data: np.ndarray, offsets: np.ndarray, modes: np.ndarray, n: int
 
 def scan(texts: pa.Array, n: int, grams: KeySet | None = None, phrase_n: int = 0,
          phrases: KeySet | None = None, emit_tokens: bool = False, emit_grams: bool = False,
-         normalized: bool = False) -> ScanResult:
+         normalized: bool = False, strip_figures: bool = False) -> ScanResult:
     """Scan a string array: every row's tokens, gram keys and hits against ``grams``/``phrases``.
 
-    Rows the kernel cannot normalize alone are normalized here (``pyarrow`` NFKC, then
-    :func:`corpus.textnorm.normalize_text`) and scanned again, so the result is as if every
-    row had been tokenized with :func:`corpus.textnorm.tokenize`. Token char offsets refer to
-    the text handed in, except for those fallback rows (offsets into their normalized text;
-    ``ScanResult.fallback`` lists them; use ``corpus.textnorm.token_spans`` there).
+    The result is as if every row had been tokenized with :func:`corpus.textnorm.tokenize`
+    (after :func:`corpus.textnorm.strip_figure_code` when ``strip_figures``). Rows the
+    kernel cannot finish alone are fixed here and scanned again, in up to three rounds:
+    rows with figure code are stripped in Python; rows whose characters need whole-string
+    NFKC go through ``pyarrow.compute.utf8_normalize``; what is still left is normalized
+    by :func:`corpus.textnorm.normalize_text` and scanned as normalized text.
+
+    Token char offsets refer to the text handed in, except for rows in ``fallback``
+    (offsets into their fixed text: use ``corpus.textnorm.token_spans`` there).
+    ``ScanResult.figures`` gives the figure-code spans of stripped rows.
     ``normalized=True`` says the texts are already ``normalize_text`` output.
     """
     grams = grams or KeySet.empty()
@@ -660,41 +716,63 @@ def scan(texts: pa.Array, n: int, grams: KeySet | None = None, phrase_n: int = 0
     data, offsets = string_buffers(texts)
     nrows = len(texts)
     modes = np.full(nrows, MODE_NORM if normalized else MODE_RAW, dtype=np.uint8)
-    out = list(scan_arrays(data, offsets, modes, n, grams, phrase_n, phrases, emit_tokens, emit_grams))
+    out = list(scan_arrays(data, offsets, modes, n, grams, phrase_n, phrases, emit_tokens, emit_grams,
+                           detect_figures=strip_figures and not normalized))
     flags = out[0]
     bad = np.flatnonzero(flags)
+    figures: dict[int, list[tuple[int, int]]] = {}
+    renorm: list[np.ndarray] = []
     n_python = 0
     if len(bad):
-        # rows the table cannot handle alone: NFKC with pyarrow (vectorized), rescan; what is
-        # still unsafe is normalized by corpus.textnorm in Python and scanned as normalized
-        sub = texts.take(pa.array(bad))
-        soft = flags[bad] == FLAG_SOFT
-        redo_text = sub
-        redo_modes = np.full(len(bad), MODE_RAW, dtype=np.uint8)
-        if soft.any():
-            redo_text = pc.if_else(pa.array(soft), pc.utf8_normalize(sub, "NFKC"), sub)
-        redo_modes[~soft] = MODE_SKIP
-        d2, o2 = string_buffers(redo_text)
-        res2 = list(scan_arrays(d2, o2, redo_modes, n, grams, phrase_n, phrases, emit_tokens, emit_grams))
-        still = (res2[0] != 0) | ~soft
-        pieces = [res2]
-        rows_of = [bad]
-        if still.any():
-            idx = np.flatnonzero(still)
-            py = [normalize_text(s) for s in sub.take(pa.array(idx)).to_pylist()]
-            n_python = len(py)
-            d3, o3 = string_buffers(pa.array(py, pa.string()))
-            res3 = list(scan_arrays(d3, o3, np.full(len(py), MODE_NORM, dtype=np.uint8), n, grams, phrase_n,
-                                    phrases, emit_tokens, emit_grams))
-            pieces.append(res3)
-            rows_of.append(bad[idx])
+        pieces: list[list] = []
+        rows_of: list[np.ndarray] = []
+        rows = bad
+        cur = texts.take(pa.array(rows))
+        fl = flags[rows]
+        for _round in range(3):
+            # fix each flagged row by the cheapest means that can work, then rescan
+            fig = fl == FLAG_FIGURE
+            soft = fl == FLAG_SOFT
+            hard = fl == FLAG_HARD
+            mode = np.full(len(rows), MODE_RAW, dtype=np.uint8)
+            new = cur
+            if fig.any():
+                vals = cur.to_pylist()
+                for j in np.flatnonzero(fig).tolist():
+                    sp = figure_spans(vals[j])
+                    if sp:
+                        figures[int(rows[j])] = sp
+                        vals[j] = strip_figure_code(vals[j])
+                new = pa.array(vals, pa.string())
+            renorm.append(rows[soft | hard])
+            if soft.any():
+                new = pc.if_else(pa.array(soft), pc.utf8_normalize(new, "NFKC"), new)
+            if hard.any():
+                vals = new.to_pylist()
+                for j in np.flatnonzero(hard).tolist():
+                    vals[j] = normalize_text(vals[j])
+                new = pa.array(vals, pa.string())
+                mode[hard] = MODE_NORM
+                n_python += int(hard.sum())
+            d2, o2 = string_buffers(new)
+            res = list(scan_arrays(d2, o2, mode, n, grams, phrase_n, phrases, emit_tokens, emit_grams))
+            pieces.append(res)
+            rows_of.append(rows)
+            again = np.flatnonzero(res[0])
+            if not len(again):
+                break
+            # a row NFKC could not repair needs Python; a stripped row may still need NFKC
+            nxt = res[0][again].copy()
+            nxt[soft[again]] = FLAG_HARD
+            rows, cur, fl = rows[again], new.take(pa.array(again)), nxt
         out = _merge(out, pieces, rows_of)
     (_flags, ntok, h_row, h_pos, h_idx, h_kind, t_hash, t_start, t_end, t_row, g_row, g_pos, g_key) = out
     if len(h_row) > 1:
         order = np.lexsort((h_pos, h_kind, h_row))  # by row, then grams before phrases, then position
         h_row, h_pos, h_idx, h_kind = h_row[order], h_pos[order], h_idx[order], h_kind[order]
     return ScanResult(ntok, h_row, h_pos, h_idx, h_kind, t_hash, t_start, t_end, t_row, g_row, g_pos, g_key,
-                      fallback=bad, python_rows=n_python)
+                      fallback=bad, python_rows=n_python, figures=figures,
+                      renormalized=np.unique(np.concatenate(renorm)) if renorm else np.zeros(0, np.int64))
 
 
 def _merge(main: list, pieces: list[list], rows_of: list[np.ndarray]) -> list:

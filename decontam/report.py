@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import xxhash
 from rapidfuzz.distance import LCSseq
 
 from corpus import schema
@@ -270,6 +270,9 @@ def summary_view(report: Report, top: int = 10) -> dict[str, Any]:
         "unchecked": unchecked,
         "excluded": s.get("excluded") or {},
         "config": s.get("config") or {},
+        # the near-duplicate tier's own coverage: items it did not index (too short or formula-only)
+        "fuzzy_skipped": {k: int(v) for k, v in sorted(((s.get("fuzzy") or {}).get("skipped_short_items")
+                                                        or {}).items()) if v},
     }
 
 
@@ -398,12 +401,13 @@ def select_pairs(report: Report, n: int | None, *, benchmarks: Sequence[str] = (
     elif order == "low":
         m = m.sort(keys, nulls_last=True)
     elif order == "sample":
-        # a seeded shuffle of a deterministic order: the same report gives the same sample
-        m = m.sort(["benchmark", "item_id", "doc_id", "doc_start"], nulls_last=True)
-        idx = list(range(m.height))
-        random.Random(seed).shuffle(idx)
-        m = m[idx[: n if n is not None else m.height]]
-        return m
+        # ordered by a seeded hash of each pair's identity: the same report gives the same
+        # sample, and a run that adds or drops a few pairs leaves the rest of the sample as is
+        keys = [xxhash.xxh64_intdigest(f"{b}/{i}/{d}/{ds}/{t}".encode(), seed) for b, i, d, ds, t in
+                zip(m["benchmark"].to_list(), m["item_id"].to_list(), m["doc_id"].to_list(),
+                    m["doc_start"].to_list(), m["tier"].to_list())]
+        m = m.with_columns(pl.Series("_key", keys, dtype=pl.UInt64)).sort("_key").drop("_key")
+        return m.head(n) if n is not None else m
     else:
         raise InputError(f"order must be high, low or sample, got {order!r}")
     return m.head(n) if n is not None else m
@@ -797,6 +801,10 @@ def render_summary(view: dict[str, Any], console: Any) -> None:
         console.print(ut)
     else:
         console.print("Every benchmark item was long enough to check.")
+    if view["fuzzy_skipped"]:
+        fs = view["fuzzy_skipped"]
+        console.print(f"Fuzzy tier: {sum(fs.values()):,} item(s) not indexed (too short or formula-only; the exact "
+                      "tier still checks them): " + ", ".join(f"{k} {v:,}" for k, v in fs.items()))
     if view["excluded"]:
         et = Table(title="Excluded from matching", title_justify="left", header_style="bold")
         et.add_column("what")

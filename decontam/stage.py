@@ -37,7 +37,7 @@ from corpus.config import StageConfig, opt
 from corpus.errors import ConfigError, FatalError, InputError
 from corpus.runner import BatchResult, RunContext, Stage, TaskContext
 from corpus.shards import atomic_write_json
-from corpus.textnorm import figure_spans, strip_figure_code, token_spans
+from corpus.textnorm import strip_figure_code, token_spans
 from decontam.benchmarks import load_benchmarks
 from decontam.confirm import POLICIES, Confirmer, PairResult, group_hits
 from decontam.index import DecontamIndex, IndexOptions, build_index, unchecked_counts
@@ -66,8 +66,6 @@ MATCH_SCHEMA = pa.schema([
     ("contaminated", pa.bool_()),
 ])
 HIST_BINS = [round(0.1 * i, 1) for i in range(11)]
-# Cheap, vectorized test for rows that may hold figure code; Python then finds the blocks.
-_FIGURE_HINT = r"\[asy\]|\\begin\{(asy|tikzpicture)\}"
 
 
 @dataclass
@@ -144,6 +142,19 @@ def _unstrip(x: int, spans: list[tuple[int, int]]) -> int:
             return b
         shift += (b - a) - 1
     return x + shift
+
+
+def _keep_slices(batch: pa.RecordBatch, removed: np.ndarray) -> pa.Table:
+    """The rows not removed, as zero-copy slices (removals are rare; filtering copies all text)."""
+    pieces = []
+    start = 0
+    for r in np.flatnonzero(removed).tolist():
+        if r > start:
+            pieces.append(batch.slice(start, r - start))
+        start = r + 1
+    if start < batch.num_rows:
+        pieces.append(batch.slice(start))
+    return pa.Table.from_batches(pieces, schema=batch.schema)
 
 
 class DecontamStage(Stage):
@@ -253,26 +264,6 @@ class DecontamStage(Stage):
                                  "--text-fields takes string columns or a chat 'messages' column")
         return out
 
-    def _strip(self, texts: pa.Array, task: TaskContext) -> tuple[pa.Array, dict[int, list[tuple[int, int]]]]:
-        if not self.cfg.strip_figure_code or len(texts) == 0:
-            return texts, {}
-        hint = pc.match_substring_regex(texts, _FIGURE_HINT, ignore_case=True)
-        if not pc.any(hint).as_py():
-            return texts, {}
-        rows = np.flatnonzero(np.asarray(pc.fill_null(hint, False)))
-        spans: dict[int, list[tuple[int, int]]] = {}
-        new = []
-        for r in rows.tolist():
-            t = texts[r].as_py()
-            sp = figure_spans(t)
-            spans[r] = sp
-            new.append(strip_figure_code(t) if sp else t)
-        task.counters["figure_code_rows"] += sum(1 for v in spans.values() if v)
-        mask = np.zeros(len(texts), dtype=bool)
-        mask[rows] = True
-        return pc.replace_with_mask(texts, pa.array(mask), pa.array(new, pa.string())), \
-            {r: s for r, s in spans.items() if s}
-
     def process_batch(self, batch: pa.RecordBatch, task: TaskContext) -> BatchResult:
         if self._index is None or self._confirmer is None:
             self.setup(task)
@@ -290,16 +281,32 @@ class DecontamStage(Stage):
         t0 = time.perf_counter()
         fields = self._fields(batch, task)
         for fname, texts, rows, msg_pos in fields:
-            texts, fig = self._strip(texts, task)
-            res = scan(texts, idx.ngram, idx.grams, idx.phrase_n, idx.phrases)
+            res = scan(texts, idx.ngram, idx.grams, idx.phrase_n, idx.phrases,
+                       strip_figures=self.cfg.strip_figure_code)
+            fig = res.figures
+            task.counters["figure_code_rows"] += len(fig)
             task.counters["fallback_rows"] += int(len(res.fallback))
             task.counters["python_rows"] += int(res.python_rows)
             task.counters["texts_scanned"] += len(texts)
             if not len(res.hit_row):
                 continue
-            for r, hits in group_hits(res.hit_row, res.hit_pos, res.hit_kind, res.hit_idx).items():
-                text = texts[r].as_py()
-                toks, starts, ends = token_spans(text)
+            groups = group_hits(res.hit_row, res.hit_pos, res.hit_kind, res.hit_idx)
+            # candidates only: rescan with token output (hashes and char offsets)
+            cand = np.array(sorted(groups), dtype=np.int64)
+            tok = scan(texts.take(pa.array(cand)), idx.ngram, emit_tokens=True,
+                       strip_figures=self.cfg.strip_figure_code)
+            bounds = np.searchsorted(tok.tok_row, np.arange(len(cand) + 1))
+            renorm = set(tok.renormalized.tolist())
+            for j, r in enumerate(cand.tolist()):
+                hits = groups[r]
+                a, b = int(bounds[j]), int(bounds[j + 1])
+                toks = tok.tok_hash[a:b].tolist()
+                if j in renorm:
+                    # offsets of NFKC/Python-normalized rows: from corpus.textnorm on the text itself
+                    text = texts[r].as_py()
+                    _w, starts, ends = token_spans(strip_figure_code(text) if r in fig else text)
+                else:
+                    starts, ends = tok.tok_start[a:b].tolist(), tok.tok_end[a:b].tolist()
                 task.counters["candidate_texts"] += 1
                 doc_row = int(rows[r])
                 field_name = fname if msg_pos is None else f"{fname}[{int(msg_pos[r])}]"
@@ -328,8 +335,9 @@ class DecontamStage(Stage):
                             best[doc_row] = (pr.lcs_ratio, pr, field_name)
         fuzzy_best: dict[int, tuple[float, str, str, str, int]] = {}
         if self._fuzzy is not None:
-            # near-duplicate tier: pairs that share an n-gram are the exact tier's, whatever its verdict
-            seen = {(m["_row"], m["benchmark"], m["item_id"]) for m in rows_out}
+            # near-duplicate tier: it reports the pairs the exact tier did not confirm (a shared
+            # n-gram in a solution with a low ratio must not hide a paraphrased question)
+            seen = {(m["_row"], m["benchmark"], m["item_id"]) for m in rows_out if m["contaminated"]}
             for fname, texts, rows, msg_pos in fields:
                 if self.cfg.fuzzy_fields and fname not in self.cfg.fuzzy_fields:
                     continue
@@ -361,8 +369,7 @@ class DecontamStage(Stage):
             task.side_writer(MATCHES_SIDE).write(pa.Table.from_pylist(rows_out, schema=MATCH_SCHEMA))
         if not removed.any():
             return BatchResult(kept=batch)
-        keep_mask = pa.array(~removed)
-        rem = batch.filter(pa.array(removed))
+        rem = batch.take(pa.array(np.flatnonzero(removed)))
         rem_rows = np.flatnonzero(removed).tolist()
         pairs_per_doc = Counter(m["doc_id"] for m in rows_out if m["contaminated"])
         reasons, verdicts = [], []
@@ -391,7 +398,7 @@ class DecontamStage(Stage):
             else:
                 rem_t = rem_t.append_column(col, arr)
         task.counters["docs_removed"] += len(rem_rows)
-        return BatchResult(kept=batch.filter(keep_mask), removed=rem_t)
+        return BatchResult(kept=_keep_slices(batch, removed), removed=rem_t)
 
 
 def check_index_matches(idx: DecontamIndex, cfg: DecontamConfig, path: str) -> None:

@@ -233,6 +233,8 @@ class CycleRun:
             self.state["config"]["cycles"] = self.cfg.cycles
             self.state["config"]["auto_accept"] = self.cfg.auto_accept
             self.state["config"]["stop_new_share"] = self.cfg.stop_new_share
+            if st.get("status") == "awaiting_review":
+                self.state["status"] = "running"  # read the review file again
             if st.get("status") == "done" and st.get("stop_reason") == "max_cycles" \
                     and self.cfg.cycles > len(st["cycles"]):
                 self.state["status"] = "running"
@@ -509,7 +511,8 @@ class CycleRun:
     def _write_score_yaml(self, k: int, score_cfg: dict[str, Any]) -> None:
         text = (f"# Models and thresholds of recall cycle {k}. Score a pool with them:\n"
                 f"#   mathcorpus recall score POOL -o OUT --config {os.path.join(self.w, 'score.yaml')}\n"
-                + yaml.safe_dump(score_cfg, sort_keys=True))
+                "# (executor options such as workers may be added in an `executor:` section)\n"
+                + yaml.safe_dump({ScoreConfig.section: score_cfg}, sort_keys=True))
         atomic_write_bytes(os.path.join(self.w, "score.yaml"), text.encode("utf-8"))
 
     def _step_score(self, k: int) -> None:
@@ -686,8 +689,9 @@ class CycleRun:
         if not os.path.exists(path):
             stats = json.load(open(os.path.join(d, "stats.json"), encoding="utf-8"))
             cands = [dict(c, accept=bool(self.cfg.auto_accept)) for c in stats["candidates"]]
-            doc = {"cycle": k, "reviewed": bool(self.cfg.auto_accept),
-                   "reviewed_by": "auto-accept" if self.cfg.auto_accept else None, "candidates": cands}
+            # nothing proposed: no reason to stop for a person
+            by = "auto-accept" if self.cfg.auto_accept else ("no candidates" if not cands else None)
+            doc = {"cycle": k, "reviewed": by is not None, "reviewed_by": by, "candidates": cands}
             header = (f"# Expansion candidates of recall cycle {k} (domains with more than "
                       f"{self.cfg.domain_threshold:.0%} of pages recalled).\n"
                       "# Set accept: true on the URL prefixes whose pages are math (you may add entries with\n"

@@ -11,8 +11,8 @@ The rules (one left-to-right pass over each document):
 2. **Strip noise** that says nothing about the topic and differs between sources; each match
    becomes a token boundary (:data:`NOISE_PATTERN` is the exact definition):
    URLs (``http://``, ``https://``, ``ftp://``, ``www.``), e-mail addresses, HTML tags with a
-   known tag name (so ``a <b and c> d`` in a formula is kept), HTML entities, and WikiText's
-   ``@-@`` escapes.
+   known tag name and no attributes or ``name=value`` ones (so ``a <b and c> d`` in a formula
+   is kept), HTML entities, and WikiText's ``@-@`` escapes.
 3. **Tokens**, separated by single spaces: letters and digits form words; a LaTeX command
    (``\\frac``) stays one token with its backslash, because command names are the strongest
    math signal in raw pages; every other mark or symbol (``$ ^ _ { } = ∑ ≤ ，``) is a token
@@ -50,7 +50,8 @@ PREPROCESS_VERSION = 1
 
 SEGMENTERS = ("char", "jieba", "none")
 
-#: HTML tag names stripped as markup. Only these count: "a <b and c> d" is not a tag.
+#: HTML tag names stripped as markup. A tag must also have no attributes or attributes with
+#: an '=': so "a <b and c> d" in a formula is kept, "<b>" and "<a href=...>" are not.
 HTML_TAGS = (
     "a", "abbr", "article", "aside", "b", "big", "blockquote", "body", "br", "button", "caption", "center",
     "code", "dd", "del", "div", "dl", "dt", "em", "figcaption", "figure", "font", "footer", "form", "h1",
@@ -65,7 +66,8 @@ NOISE_PATTERN = (
     r"(?:https?|ftp)://[^ \t\n\r\f\v<>\"]+"
     r"|www\.[^ \t\n\r\f\v<>\"]+"
     r"|[a-z0-9_.+-]+@[a-z0-9_-]+\.[a-z0-9_.-]+"
-    r"|</?(?:" + "|".join(sorted(HTML_TAGS, key=lambda t: (-len(t), t))) + r")(?:[ \t\n\r\f\v][^<>]{0,300})?/?>"
+    r"|</?(?:" + "|".join(sorted(HTML_TAGS, key=lambda t: (-len(t), t))) + r")"
+    r"(?:[ \t\n\r\f\v]*/?>|[ \t\n\r\f\v][^<>=]{0,300}=[^<>]{0,300}>)"
     r"|&(?:[a-z]{2,8}|#[0-9]{1,7}|#x[0-9a-f]{1,6});"
     r"|@[-.,]@"
 )
@@ -232,9 +234,14 @@ def _email_end(data: np.ndarray, i: int, end: int, run: np.ndarray) -> int:
     return k if k > s else -1
 
 
+@numba.njit(cache=True, inline="always")
+def _is_cont(c: int) -> bool:
+    return c & 0xC0 == 0x80  # a UTF-8 continuation byte: not the start of a character
+
+
 @numba.njit(cache=True)
 def _tag_end(data: np.ndarray, i: int, end: int, tags: np.ndarray) -> int:
-    """End of an HTML tag with a known name starting at '<' at i, or -1."""
+    """End of an HTML tag starting at '<' at i, or -1 (see HTML_TAGS and NOISE_PATTERN)."""
     j = i + 1
     if j < end and data[j] == 0x2F:
         j += 1
@@ -254,25 +261,40 @@ def _tag_end(data: np.ndarray, i: int, end: int, tags: np.ndarray) -> int:
     k = np.searchsorted(tags, code)
     if k >= tags.shape[0] or tags[k] != code:
         return -1
-    c = data[j]
-    if c == 0x3E:
-        return j + 1
-    if c == 0x2F:
-        return j + 2 if j + 1 < end and data[j + 1] == 0x3E else -1
-    if _is_space(c):
-        k = j + 1
-        chars = 0  # up to 300 characters (not bytes) before the closing '>'
-        while k < end:
-            if data[k] == 0x3E:
-                return k + 1
-            if data[k] == 0x3C:
+    # no attributes: spaces, an optional '/', then '>'
+    k = j
+    while k < end and _is_space(data[k]):
+        k += 1
+    if k < end and data[k] == 0x2F:
+        k += 1
+    if k < end and data[k] == 0x3E:
+        return k + 1
+    # attributes: a space, then text with an '=' ("a <b and c> d" has none: not a tag)
+    if not _is_space(data[j]):
+        return -1
+    k = j + 1
+    chars = 0
+    while k < end and data[k] != 0x3D:
+        if data[k] == 0x3C or data[k] == 0x3E:
+            return -1
+        if not _is_cont(data[k]):
+            chars += 1
+            if chars > 300:
                 return -1
-            if data[k] & 0xC0 != 0x80:
-                chars += 1
-                if chars > 300:
-                    return -1
-            k += 1
-    return -1
+        k += 1
+    if k >= end:
+        return -1
+    k += 1
+    chars = 0
+    while k < end and data[k] != 0x3E:
+        if data[k] == 0x3C:
+            return -1
+        if not _is_cont(data[k]):
+            chars += 1
+            if chars > 300:
+                return -1
+        k += 1
+    return k + 1 if k < end else -1
 
 
 @numba.njit(cache=True)

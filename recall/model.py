@@ -453,16 +453,16 @@ def _fasttext_args(cfg: TrainConfig) -> dict[str, Any]:
 def prepare_training_lines(data: LabelledData, cfg: TrainConfig) -> tuple[list[str], dict[str, Any]]:
     """fastText training lines (label + preprocessed, balanced, cropped, shuffled) and a report."""
     rng = np.random.default_rng(cfg.seed)
-    lines = preprocess(data.texts, cfg.segmenter)
+    # pick first, so only the documents used are preprocessed
+    pick = balance_classes(data.y, rng, cfg.max_per_class, cfg.balance_classes)
+    lines = preprocess(data.texts.take(pa.array(pick)), cfg.segmenter)
     lengths = token_counts(lines)
-    nonempty = np.flatnonzero(lengths > 0)
-    y = data.y[nonempty]
-    report: dict[str, Any] = {"records": len(data), "empty_after_preprocess": int(len(data) - len(nonempty)),
-                              "lengths_before": length_summary(lengths[nonempty], y)}
-    pick = nonempty[balance_classes(y, rng, cfg.max_per_class, cfg.balance_classes)]
-    y = data.y[pick]
-    texts = lines.take(pa.array(pick)).to_pylist()
-    ln = lengths[pick]
+    nonempty = np.flatnonzero(lengths > 0)  # a document that was only a URL, say
+    y = data.y[pick][nonempty]
+    ln = lengths[nonempty]
+    report: dict[str, Any] = {"records": len(data), "empty_after_preprocess": int(len(pick) - len(nonempty)),
+                              "lengths_before": length_summary(ln, y)}
+    texts = lines.take(pa.array(nonempty)).to_pylist()
     if cfg.balance_lengths:
         keep, start = balance_lengths(ln, y, rng)
         texts = crop_lines(texts, keep, start)

@@ -475,8 +475,9 @@ class TransformersEngine(Engine):
     backend = "transformers"
 
     def __init__(self, model: str, *, tokenizer: str | None = None, device: str = "cpu", dtype: str = "auto",
-                 chat_template: str | None = None, seed: int = 0) -> None:
+                 chat_template: str | None = None, seed: int = 0, threads: int = 0) -> None:
         super().__init__(model)
+        self.threads = threads
         self.tokenizer_path = tokenizer
         self.device = device
         self.dtype = dtype
@@ -499,11 +500,22 @@ class TransformersEngine(Engine):
                               "folder or a Hugging Face model id")
         try:
             self._tok = AutoTokenizer.from_pretrained(self.tokenizer_path or self.model)
-            dtype = "auto" if self.dtype == "auto" else getattr(torch, self.dtype)
-            self._model = AutoModelForCausalLM.from_pretrained(self.model, dtype=dtype).to(self.device)
+            import transformers
+
+            dtype = "auto" if self.dtype == "auto" else getattr(torch, self.dtype, None)
+            if dtype is None or (dtype != "auto" and not isinstance(dtype, torch.dtype)):
+                raise ConfigError(f"synth: unknown dtype {self.dtype!r}; use auto, bfloat16, float16 or float32")
+            # transformers renamed torch_dtype to dtype in 4.56
+            major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+            key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+            self._model = AutoModelForCausalLM.from_pretrained(self.model, **{key: dtype}).to(self.device)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"synth: cannot load model {self.model!r} with transformers ({exc})") from exc
         self._model.eval()
+        if self.threads > 0:
+            # on a shared CPU box fewer threads is often faster: torch's per-op thread
+            # hand-off dominates for small models
+            torch.set_num_threads(self.threads)
         self._tok.padding_side = "left"
         if self._tok.pad_token_id is None:
             self._tok.pad_token = self._tok.eos_token

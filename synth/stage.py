@@ -11,13 +11,13 @@ Output of one run (``OUT`` is the stage's output folder):
   ``synth_verdict``; task details (problem, answer, votes, RM score) in ``metadata``;
 * ``OUT/_side/synth_rejected/``: every rejected sample, same columns, with its verdict;
 * ``OUT/_removed/``: seed documents that produced no accepted sample;
-* ``OUT/_synth_cache/``: every generated sample, flushed after each chunk of seeds.
+* ``OUT/_synth_cache/``: the raw samples, flushed after each engine call (``cache_dir``).
 
-Resuming: generation is the expensive part, so each chunk's samples are written to the
-cache as soon as they exist. A rerun of the same command skips the seed ids already in
-the cache and rebuilds the task's shards from cache + new samples, so a killed run
-loses at most one chunk. Counting: a seed is "kept" when at least one sample was
-accepted (``BatchResult.inputs_kept``), otherwise it is removed with a reason.
+Resuming: generation is the expensive part, so each chunk's raw samples are written to
+the cache as soon as they exist. A rerun skips the seed ids whose samples are already in
+the cache, judges cached and new samples alike and rebuilds the task's shards, so a
+killed run loses at most one chunk. Counting: a seed is "kept" when at least one sample
+was accepted (``BatchResult.inputs_kept``), otherwise it is removed with a reason.
 """
 
 from __future__ import annotations
@@ -32,14 +32,16 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import xxhash
 
 from corpus import schema
 from corpus.config import StageConfig, opt
-from corpus.errors import ConfigError, ShardError
-from corpus.runner import BatchResult, Stage, TaskContext
+from corpus.errors import ConfigError, FatalError, ShardError
+from corpus.runner import BatchResult, RunContext, Stage, TaskContext
 from corpus.shards import TMP_SUFFIX
 from synth.answers import CheckOptions, extract_answer, load_scorer
-from synth.engines import BACKENDS, Engine, EngineSpec, GenRequest, SamplingConfig, derive_seed, get_engine
+from synth.engines import (BACKENDS, Completion, Engine, EngineSpec, GenRequest, GenResult, SamplingConfig,
+                           derive_seed, get_engine)
 from synth.sandbox import NETWORK_MODES, Sandbox
 from synth.tasks import (TASKS, Sample, SolveOptions, Template, judge_qa, judge_rewrite, judge_solve,
                          load_template, run_tir)
@@ -111,6 +113,8 @@ class SynthConfig(StageConfig):
     rm_model: str | None = opt(None, help="Served name of the reward model (with rm_url).")
     flush_every: int = opt(256, help="Seeds per engine call; their samples are saved to the resume cache "
                                      "right after.")
+    cache_dir: str | None = opt(None, help="Resume cache of raw samples (default OUTPUT/_synth_cache). Point "
+                                           "several runs at one folder to reuse generations across them.")
     tensor_parallel_size: int = opt(1, help="vllm: GPUs per model (tensor parallelism).")
     enable_prefix_caching: bool = opt(True, help="vllm: reuse the KV cache of shared prompt prefixes.")
     gpu_memory_utilization: float = opt(0.9, help="vllm: fraction of GPU memory vLLM may use.")
@@ -129,6 +133,7 @@ class SynthConfig(StageConfig):
     backoff_base: float = opt(1.0, help="openai: first retry delay in seconds (doubles each retry, jittered).")
     backoff_max: float = opt(60.0, help="openai: longest retry delay in seconds.")
     device: str = opt("cpu", help="transformers: torch device.")
+    torch_threads: int = opt(0, help="transformers: CPU threads for torch (0 = torch's default).")
     max_tool_calls: int = opt(4, help="tir: most code executions per sample.")
     sandbox_timeout: float = opt(10.0, help="tir: wall-clock seconds per code execution.")
     sandbox_memory_mb: int = opt(2048, help="tir: address-space limit per code execution, in MB.")
@@ -183,66 +188,115 @@ class SynthConfig(StageConfig):
                  "backoff_base_s": self.backoff_base, "backoff_max_s": self.backoff_max, "seed": self.seed}
         else:
             o = {"tokenizer": self.tokenizer, "device": self.device, "dtype": self.dtype,
-                 "chat_template": self.chat_template, "seed": self.seed}
+                 "chat_template": self.chat_template, "seed": self.seed, "threads": self.torch_threads}
         return EngineSpec(self.engine, self.model, o)
 
 
 # ----------------------------------------------------------------------------- resume cache
-class GenerationCache:
-    """Append-only Parquet parts holding every sample a task generated, flushed per chunk.
+GEN_SCHEMA = pa.schema([
+    (schema.SYNTH_SEED_ID, pa.string()),
+    ("gen_key", pa.string()),
+    ("sample", pa.int32()),
+    ("text", pa.string()),
+    ("finish_reason", pa.string()),
+    ("stop_reason", pa.string()),
+    ("tokens", pa.int32()),
+    ("tool_calls", pa.int32()),
+    ("prompt_tokens", pa.int32()),
+])
 
-    Parts are named ``part-{rank:05d}-{k:05d}.parquet`` (not the runner's shard prefix,
-    so a rerun does not clear them) and written to a temporary name first, so a part
+
+class GenerationCache:
+    """Append-only Parquet parts holding the raw samples the teacher returned.
+
+    Each engine call's samples are written as one part as soon as they exist, so a
+    killed run loses at most one chunk. Rows carry the seed id and ``gen_key``, a hash of
+    everything that shapes generation (task, model, template, sampling, seed); only rows
+    with the run's key are reused, so one cache folder can serve several runs. Verdicts
+    are not cached: samples are judged again on reuse, so changing ``select`` or
+    ``keep_top`` never serves stale decisions.
+
+    Parts are named ``part-{rank:05d}-{k:05d}.parquet`` (not the runner's shard prefix, so
+    a rerun does not clear them) and are written to a temporary name first, so a part
     with its final name is always complete.
     """
 
-    def __init__(self, folder: str, rank: int) -> None:
+    def __init__(self, folder: str, rank: int, gen_key: str) -> None:
         self.folder = folder
         self.rank = rank
-        self.table: pa.Table = CACHE_SCHEMA.empty_table()
+        self.gen_key = gen_key
+        self._where: dict[str, str] = {}  # seed id -> part holding its samples
+        self._tables: dict[str, pa.Table] = {}  # parts read or written by this task
         self._next = 0
-        self._done: set[str] = set()
-
-    def _parts(self) -> list[str]:
-        if not os.path.isdir(self.folder):
-            return []
-        prefix = f"part-{self.rank:05d}-"
-        return sorted(os.path.join(self.folder, f) for f in os.listdir(self.folder)
-                      if f.startswith(prefix) and f.endswith(".parquet"))
 
     def load(self) -> None:
-        tables = []
-        for p in self._parts():
+        """Index which seeds the cache holds for this ``gen_key`` (reads two columns only)."""
+        if not os.path.isdir(self.folder):
+            return
+        prefix = f"part-{self.rank:05d}-"
+        for name in sorted(os.listdir(self.folder)):
+            if not (name.startswith("part-") and name.endswith(".parquet")):
+                continue
+            path = os.path.join(self.folder, name)
+            if name.startswith(prefix):
+                self._next = max(self._next, int(name[len(prefix):-len(".parquet")]) + 1)
             try:
-                tables.append(pq.read_table(p, schema=CACHE_SCHEMA))
+                t = pq.read_table(path, columns=[schema.SYNTH_SEED_ID, "gen_key"])
             except (pa.ArrowInvalid, OSError) as exc:
-                raise ShardError(f"{p}: unreadable resume cache part ({exc}); delete it to regenerate its "
-                                 "samples", p) from exc
-            self._next = max(self._next, int(os.path.basename(p)[len("part-00000-"):-len(".parquet")]) + 1)
-        if tables:
-            self.table = pa.concat_tables(tables)
-        self._done = set(self.table.column(schema.SYNTH_SEED_ID).to_pylist())
+                raise ShardError(f"{path}: unreadable resume cache part ({exc}); delete it to regenerate its "
+                                 "samples", path) from exc
+            mine = t.filter(pc.equal(t.column("gen_key"), self.gen_key))
+            for sid in mine.column(schema.SYNTH_SEED_ID).to_pylist():
+                self._where[sid] = path
 
     def done(self, seed_id: str) -> bool:
-        return seed_id in self._done
+        return seed_id in self._where
 
-    def records_for(self, seed_ids: list[str]) -> pa.Table:
-        if not seed_ids or self.table.num_rows == 0:
-            return CACHE_SCHEMA.empty_table()
-        mask = pc.is_in(self.table.column(schema.SYNTH_SEED_ID), value_set=pa.array(seed_ids, pa.string()))
-        return self.table.filter(mask)
+    def _part(self, path: str) -> pa.Table:
+        if path not in self._tables:
+            t = pq.read_table(path, schema=GEN_SCHEMA)
+            self._tables[path] = t.filter(pc.equal(t.column("gen_key"), self.gen_key))
+        return self._tables[path]
 
-    def append(self, table: pa.Table) -> None:
-        if table.num_rows == 0:
+    def completions(self, seed_ids: list[str]) -> dict[str, tuple[list[Completion], int | None]]:
+        """Cached samples (in sample order) and prompt tokens of each of ``seed_ids``."""
+        by_part: dict[str, list[str]] = {}
+        for sid in seed_ids:
+            by_part.setdefault(self._where[sid], []).append(sid)
+        out: dict[str, tuple[list[Completion], int | None]] = {}
+        for path, sids in by_part.items():
+            t = self._part(path)
+            t = t.filter(pc.is_in(t.column(schema.SYNTH_SEED_ID), value_set=pa.array(sids, pa.string())))
+            for r in t.sort_by([(schema.SYNTH_SEED_ID, "ascending"), ("sample", "ascending")]).to_pylist():
+                comps, _ = out.setdefault(r[schema.SYNTH_SEED_ID], ([], r["prompt_tokens"]))
+                comps.append(Completion(text=r["text"], finish_reason=r["finish_reason"],
+                                        stop_reason=r["stop_reason"], tokens=r["tokens"],
+                                        tool_calls=r["tool_calls"] or 0))
+        return out
+
+    def append(self, results: list[GenResult], seed_ids: list[str]) -> None:
+        rows = [{schema.SYNTH_SEED_ID: sid, "gen_key": self.gen_key, "sample": i, "text": c.text,
+                 "finish_reason": c.finish_reason, "stop_reason": c.stop_reason, "tokens": c.tokens,
+                 "tool_calls": c.tool_calls, "prompt_tokens": res.prompt_tokens}
+                for sid, res in zip(seed_ids, results) for i, c in enumerate(res.completions)]
+        if not rows:
             return
+        table = pa.Table.from_pylist(rows, schema=GEN_SCHEMA)
         os.makedirs(self.folder, exist_ok=True)
         final = os.path.join(self.folder, f"part-{self.rank:05d}-{self._next:05d}.parquet")
         tmp = final + TMP_SUFFIX
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, final)
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            os.replace(tmp, final)
+        except OSError as exc:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise FatalError(f"{final}: cannot write the resume cache ({exc}); check free space and "
+                             "permissions") from exc
         self._next += 1
-        self.table = pa.concat_tables([self.table, table]) if self.table.num_rows else table
-        self._done.update(table.column(schema.SYNTH_SEED_ID).to_pylist())
+        self._tables[final] = table
+        for sid in seed_ids:
+            self._where[sid] = final
 
 
 # ----------------------------------------------------------------------------- stage
@@ -293,7 +347,7 @@ class SynthStage(Stage):
         self.config = state["config"]
         self._reset()
 
-    def prepare(self, run: Any) -> None:
+    def prepare(self, run: RunContext) -> None:
         # fail in the driver, before any worker starts, on a bad template or select mode
         load_template(self.config.template, self.config.task, tir=self.config.tir,
                       templates_dir=self.config.templates_dir)
@@ -307,7 +361,8 @@ class SynthStage(Stage):
         if self.template.tir:
             self.sandbox = Sandbox(timeout_s=c.sandbox_timeout, memory_mb=c.sandbox_memory_mb,
                                    network=c.sandbox_network)
-        self.cache = GenerationCache(os.path.join(task.run.output, CACHE_DIR), task.rank)
+        self.cache = GenerationCache(c.cache_dir or os.path.join(task.run.output, CACHE_DIR), task.rank,
+                                     self.gen_key())
         self.cache.load()
         task.extra.setdefault("engine_seconds", 0.0)
         task.extra.setdefault("stage_seconds", 0.0)
@@ -382,8 +437,19 @@ class SynthStage(Stage):
             })
         return rows
 
-    def generate(self, seeds: list[Seed], task: TaskContext | None = None) -> pa.Table:
-        """Generate, judge and build records (cache schema) for ``seeds``: one engine call."""
+    def gen_key(self) -> str:
+        """Hash of everything that shapes what the teacher generates (not how it is judged)."""
+        c = self.config
+        assert self.template is not None
+        key = {"task": c.task, "engine": c.engine, "model": c.model, "template": self.template.ref,
+               "template_sha": self.template.sha, "sampling": c.sampling(self.template.stop).to_dict(),
+               "qa_pairs": c.qa_pairs if c.task == "qa" else None, "tir": self.template.tir,
+               "max_tool_calls": c.max_tool_calls if self.template.tir else None,
+               "chat_template": c.chat_template, "tokenizer": c.tokenizer}
+        return xxhash.xxh3_64_hexdigest(json.dumps(key, sort_keys=True).encode("utf-8"))
+
+    def generate(self, seeds: list[Seed], task: TaskContext | None = None) -> list[GenResult]:
+        """One engine call for ``seeds`` (plus the TIR rounds): raw results, in seed order."""
         assert self.engine is not None and self.template is not None
         sampling = self.config.sampling(self.template.stop)
         reqs = [self._request(s, sampling) for s in seeds]
@@ -395,14 +461,20 @@ class SynthStage(Stage):
                     workers=self.config.sandbox_workers, base_seed=self.config.seed)
         if task is not None:
             task.extra["engine_seconds"] += time.perf_counter() - t0
+            task.counters["samples_generated"] += sum(len(r.completions) for r in results)
+            task.counters["prompt_tokens"] += sum(r.prompt_tokens or 0 for r in results)
+            task.counters["completion_tokens"] += sum(c.tokens or 0 for r in results for c in r.completions)
+        return results
+
+    def records(self, seeds: list[Seed], generated: dict[str, tuple[list[Completion], int | None]]) -> pa.Table:
+        """Judge each seed's samples and build its records (cache schema, seed order)."""
+        assert self.template is not None
+        sampling = self.config.sampling(self.template.stop)
         rows: list[dict[str, Any]] = []
-        for seed, req, res in zip(seeds, reqs, results):
-            samples = self._judge(seed, req, res.completions)
-            rows.extend(self._records(seed, req, samples))
-            if task is not None:
-                task.counters["samples_generated"] += len(res.completions)
-                task.counters["prompt_tokens"] += res.prompt_tokens or 0
-                task.counters["completion_tokens"] += sum(x.tokens or 0 for x in res.completions)
+        for seed in seeds:
+            req = self._request(seed, sampling)
+            comps, _ = generated[seed.id]
+            rows.extend(self._records(seed, req, self._judge(seed, req, comps)))
         return pa.Table.from_pylist(rows, schema=CACHE_SCHEMA)
 
     def process_batch(self, batch: pa.RecordBatch, task: TaskContext) -> BatchResult:
@@ -410,17 +482,16 @@ class SynthStage(Stage):
         t0 = time.perf_counter()
         seeds = self._seeds(batch)
         todo = [s for s in seeds if not self.cache.done(s.id)]
-        task.counters["seeds_resumed"] += len(seeds) - len(todo)
+        generated = self.cache.completions([s.id for s in seeds if self.cache.done(s.id)])
+        task.counters["seeds_resumed"] += len(generated)
         step = self.config.flush_every
         for k in range(0, len(todo), step):
-            self.cache.append(self.generate(todo[k:k + step], task))
-        table = self.cache.records_for([s.id for s in seeds])
-        # records in seed order, then sample order, whatever order chunks were cached in
-        order = {s.id: i for i, s in enumerate(seeds)}
-        pos = pa.array([order[x] for x in table.column(schema.SYNTH_SEED_ID).to_pylist()], pa.int64())
-        table = table.append_column("_pos", pos).sort_by([("_pos", "ascending"),
-                                                          (schema.SYNTH_SAMPLE, "ascending"),
-                                                          (schema.ID, "ascending")]).drop(["_pos"])
+            chunk = todo[k:k + step]
+            results = self.generate(chunk, task)
+            self.cache.append(results, [s.id for s in chunk])  # flushed before anything else can fail
+            for s, r in zip(chunk, results):
+                generated[s.id] = (r.completions, r.prompt_tokens)
+        table = self.records(seeds, generated)
         accepted_mask = table.column(ACCEPTED_COL)
         accepted = table.filter(accepted_mask).drop([ACCEPTED_COL])
         rejected = table.filter(pc.invert(accepted_mask)).drop([ACCEPTED_COL])

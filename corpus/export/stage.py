@@ -151,6 +151,7 @@ class ExportStage(Stage):
         """Load the tokenizer and check the dtype: errors before anything is written."""
         cfg = self.config
         tok = load_tokenizer(resolve_tokenizer(cfg.tokenizer), cfg.eos)
+        tok.text  # noqa: B018 - builds (and so validates) the HF tokenizer now, before any task starts
         choose_dtype(cfg.format or "", tok.vocab_size, cfg.dtype, tokenizer=f"tokenizer {tok.ref.name}")
         if cfg.pad_id is not None and cfg.pad_id >= tok.vocab_size:
             raise ConfigError(f"--pad-id {cfg.pad_id} is not an id of tokenizer {tok.ref.name} "
@@ -159,7 +160,7 @@ class ExportStage(Stage):
 
     def prepare(self, run: RunContext) -> None:
         tok = self.check()  # cached: the CLI has usually loaded it already
-        sample = _sample_texts(run.all_files(), self.config.identity_sample_docs)
+        sample = _sample_texts(run.all_files(), self.config.identity_sample_docs, max_chars=1_000_000)
         self.engine_choice = _choice_dict(choose_engine(tok, self.config.engine, sample))
 
     def post_phases(self, run: RunContext) -> list[Phase]:

@@ -56,13 +56,15 @@ PROBES: tuple[str, ...] = (
     "Hello world", "a<|endoftext|>b<|im_start|>user\nhi<|im_end|>", "<|endoftext|>",
     "e\u0301 cafe\u0301 \u1100\u1161\u11a8 a\u030a\u0301 \u2126 \u212b", "line1\r\nline2\n\n\n  x\r\r\n",
     "\t\ttab\u00a0nbsp\u3000ideographic\u2028ls\u0085nel\u2029ps \u200b\ufeff",
-    "\U0001f469\u200d\U0001f469\u200d\U0001f467 emoji \U0001f916\U0001f9ee", "12345678 3.14159 1e-10 \u0663\u0664\u0665",
+    "\U0001f469\u200d\U0001f469\u200d\U0001f467 emoji \U0001f916\U0001f9ee",
+    "12345678 3.14159 1e-10 \u0663\u0664\u0665",
     "don't I'LL we've THEY'RE 's 'd", "$$\\int_0^1 x^2\\,dx = \\frac{1}{3}$$ \\begin{align*} a &= b \\\\ \\end{align*}",
     "\u5c0f\u660e\u6709 3 \u4e2a\u82f9\u679c\uff0c\u53c8\u4e70\u4e86 5 \u4e2a\u3002\u7b54\uff1a8",
     "  leading and trailing  ", "\n", " ", "   \n\n\t ", "x" * 3000, "ABC" + "\u0300" * 20,
     "\ufb01 ligature \u216b \u2460 \u01c4\u01c5\u01c6 \u0130stanbul \u00df \u1e9e", "\x00\x01\x7f control",
     "\u0958 \u09dc \u0f43 \U0001d400", "def f(x):\n    return x**2  # square\n\n\tpass",
-    "\u0645\u0631\u062d\u0628\u0627 \u05e9\u05dc\u05d5\u05dd \u043f\u0440\u0438\u0432\u0435\u0442 \u3053\u3093\u306b\u3061\u306f",
+    "\u0645\u0631\u062d\u0628\u0627 \u05e9\u05dc\u05d5\u05dd \u043f\u0440\u0438\u0432\u0435\u0442 "
+    "\u3053\u3093\u306b\u3061\u306f",
 )
 
 
@@ -117,15 +119,37 @@ def resolve_tokenizer(name_or_path: str | None) -> TokenizerRef:
 # ----------------------------------------------------------------------------- loading
 @dataclass(eq=False)  # hashed by identity: the per-process caches key on it
 class LoadedTokenizer:
-    """The HF tokenizer, its text encoder (no added tokens), and what export needs."""
+    """A tokenizer.json with what export needs; the HF objects are built on first use.
+
+    ``text`` is the HF tokenizer without its added tokens or post-processor: it encodes
+    document text (see module doc). ``hf`` is the complete one (ids of added tokens, decoding).
+    A task that runs the tiktoken engine never builds either.
+    """
 
     ref: TokenizerRef
-    hf: Any  # tokenizers.Tokenizer, complete: ids of added tokens, decoding
-    text: Any  # the same without added tokens or post-processor: encodes document text
+    raw: str
     spec: dict[str, Any]
     vocab_size: int
     eos_token: str
     eos_id: int
+
+    @functools.cached_property
+    def hf(self) -> Any:
+        return self._build(self.raw)
+
+    @functools.cached_property
+    def text(self) -> Any:
+        # Added-token strings in documents are text, never control tokens (see module doc).
+        return self._build(json.dumps({**self.spec, "added_tokens": [], "post_processor": None}))
+
+    def _build(self, raw: str) -> Any:
+        from tokenizers import Tokenizer
+
+        try:
+            return Tokenizer.from_str(raw)
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exception on a bad file
+            raise ConfigError(f"{self.ref.path}: cannot load it as an HF tokenizers file ({exc}); pass a "
+                              "tokenizer.json written by tokenizers/transformers") from exc
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.ref.name, "path": self.ref.path, "sha256": self.ref.sha256,
@@ -134,7 +158,7 @@ class LoadedTokenizer:
 
 
 def load_tokenizer(ref: TokenizerRef, eos: str | None = None) -> LoadedTokenizer:
-    """Load ``ref`` with HF tokenizers; pick the EOS token (``eos`` or the first known candidate).
+    """Load ``ref``; pick the EOS token (``eos``, else the first known candidate).
 
     Cached per process (keyed by the file hash), so tasks run one after another in one
     worker load it once.
@@ -142,50 +166,56 @@ def load_tokenizer(ref: TokenizerRef, eos: str | None = None) -> LoadedTokenizer
     return _load_tokenizer(ref, eos)
 
 
+def _token_ids(spec: dict[str, Any]) -> dict[str, int]:
+    """Every token string -> id: the model vocab plus the added tokens."""
+    vocab = (spec.get("model") or {}).get("vocab") or {}
+    ids = dict(vocab) if isinstance(vocab, dict) else {t: i for i, (t, _) in enumerate(vocab)}  # Unigram: list
+    for a in spec.get("added_tokens", []):
+        ids[a["content"]] = int(a["id"])
+    return ids
+
+
 @functools.lru_cache(maxsize=4)
 def _load_tokenizer(ref: TokenizerRef, eos: str | None) -> LoadedTokenizer:
-    from tokenizers import Tokenizer
-
     try:
         raw = Path(ref.path).read_text(encoding="utf-8")
         spec = json.loads(raw)
-        tok = Tokenizer.from_str(raw)
-        # Added-token strings in documents are text, never control tokens (see module doc).
-        text = Tokenizer.from_str(json.dumps({**spec, "added_tokens": [], "post_processor": None}))
-    except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exception on a bad file
+        if not isinstance(spec, dict) or not isinstance(spec.get("model"), dict):
+            raise ValueError("no 'model' section")
+        ids = _token_ids(spec)
+        if not ids:
+            raise ValueError("empty vocabulary")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ConfigError(f"{ref.path}: cannot load it as an HF tokenizers file ({exc}); pass a tokenizer.json "
                           "written by tokenizers/transformers") from exc
-    vocab_size = int(tok.get_vocab_size(with_added_tokens=True))
+    # ids run from 0 to vocab_size - 1: what the token dtype must hold
+    tok = LoadedTokenizer(ref=ref, raw=raw, spec=spec, vocab_size=max(ids.values()) + 1, eos_token="", eos_id=-1)
     if eos is not None:
-        eos_id = tok.token_to_id(eos)
-        if eos_id is None:
+        if eos not in ids:
             raise ConfigError(f"--eos '{eos}' is not a token of {ref.name} ({ref.path}); pass a token that exists, "
-                              f"e.g. {_eos_hint(tok)}")
-        eos_token = eos
-    else:
-        eos_token, eos_id = "", None
-        for cand in EOS_CANDIDATES:
-            if tok.token_to_id(cand) is not None:
-                eos_token, eos_id = cand, tok.token_to_id(cand)
-                break
-        if eos_id is None:
-            cfg = Path(ref.path).with_name("tokenizer_config.json")
-            if cfg.is_file():
-                try:
-                    c = json.loads(cfg.read_text(encoding="utf-8")).get("eos_token")
-                except ValueError:
-                    c = None
-                c = c.get("content") if isinstance(c, dict) else c
-                if isinstance(c, str) and tok.token_to_id(c) is not None:
-                    eos_token, eos_id = c, tok.token_to_id(c)
-        if eos_id is None:
-            raise ConfigError(f"{ref.name}: no end-of-document token found (tried {', '.join(EOS_CANDIDATES)} and "
-                              "tokenizer_config.json's eos_token); pass --eos TOKEN")
-    return LoadedTokenizer(ref=ref, hf=tok, text=text, spec=spec, vocab_size=vocab_size, eos_token=eos_token, eos_id=int(eos_id))
+                              f"e.g. {_eos_hint(spec)}")
+        tok.eos_token, tok.eos_id = eos, ids[eos]
+        return tok
+    for cand in EOS_CANDIDATES:
+        if cand in ids:
+            tok.eos_token, tok.eos_id = cand, ids[cand]
+            return tok
+    cfg = Path(ref.path).with_name("tokenizer_config.json")
+    if cfg.is_file():
+        try:
+            c = json.loads(cfg.read_text(encoding="utf-8")).get("eos_token")
+        except ValueError:
+            c = None
+        c = c.get("content") if isinstance(c, dict) else c
+        if isinstance(c, str) and c in ids:
+            tok.eos_token, tok.eos_id = c, ids[c]
+            return tok
+    raise ConfigError(f"{ref.name}: no end-of-document token found (tried {', '.join(EOS_CANDIDATES)} and "
+                      "tokenizer_config.json's eos_token); pass --eos TOKEN")
 
 
-def _eos_hint(tok: Any) -> str:
-    added = [t.content for t in tok.get_added_tokens_decoder().values()][:3]
+def _eos_hint(spec: dict[str, Any]) -> str:
+    added = [a["content"] for a in spec.get("added_tokens", [])][:3]
     return ", ".join(added) or "</s>"
 
 
@@ -309,18 +339,19 @@ def _build_tiktoken(ref: TokenizerRef, tok: LoadedTokenizer) -> tuple[Any | None
     pattern = _pretokenizer_pattern(spec.get("pre_tokenizer"))
     if pattern is None:
         return None, False, "pre-tokenizer is not byte-level BPE's regex split"
-    byte_of = {c: b for b, c in _bytes_to_unicode().items()}
+    to_bytes = {ord(c): chr(b) for b, c in _bytes_to_unicode().items()}  # str.translate then latin-1
     vocab: dict[str, int] = model.get("vocab") or {}
     # added tokens that also sit in the model vocab (GPT-2's <|endoftext|>) are never produced
     # from text under our policy, so they are no BPE ranks
     added = {int(a["id"]) for a in spec.get("added_tokens", [])}
     ranks: dict[bytes, int] = {}
-    try:
-        for s, i in vocab.items():
-            if int(i) not in added:
-                ranks[bytes(byte_of[ch] for ch in s)] = int(i)
-    except KeyError:
-        return None, False, "vocab holds tokens outside the byte-level alphabet"
+    alphabet = set(to_bytes)
+    for tok_str, i in vocab.items():
+        if int(i) in added:
+            continue
+        if not alphabet.issuperset(map(ord, tok_str)):
+            return None, False, "vocab holds tokens outside the byte-level alphabet"
+        ranks[tok_str.translate(to_bytes).encode("latin-1")] = int(i)
     if sum(1 for b in ranks if len(b) == 1) != 256:
         return None, False, "vocab lacks some of the 256 single-byte tokens"
     merges = model.get("merges") or []
@@ -371,7 +402,8 @@ def verify_identity(reference: Engine, candidate: Engine, texts: Sequence[str]) 
         if x != y:
             k = next((j for j, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
             return IdentityReport(False, len(texts), tokens, {
-                "doc": i, "token": k, "text_start": texts[i][:80], reference.name: x[k:k + 8], candidate.name: y[k:k + 8]})
+                "doc": i, "token": k, "text_start": texts[i][:80],
+                reference.name: x[k:k + 8], candidate.name: y[k:k + 8]})
     return IdentityReport(True, len(texts), tokens)
 
 

@@ -235,7 +235,8 @@ class DatatroveWriter(ShardWriterBase):
         ends = np.concatenate(self.ends) if self.ends else np.zeros(0, np.uint64)
         _write_array(self.files.open(self.base + ".index"), ends.astype("<u8"))
         token_size = np.dtype(self.dtype).itemsize
-        self.files.write_small(self.base + ".metadata", datatrove_metadata(self.tokenizer_name, token_size, self.tokens))
+        self.files.write_small(self.base + ".metadata",
+                               datatrove_metadata(self.tokenizer_name, token_size, self.tokens))
         files = self.files.commit()
         return {"files": [os.path.basename(f) for f in files], "tokens": self.tokens, "documents": self.pieces,
                 "sequences": self.pieces}

@@ -170,10 +170,10 @@ def test_keep_rule_prefers_any_score_over_none_and_nan_counts_as_none() -> None:
 
 
 def test_string_math_score_is_a_clear_error() -> None:
-    from corpus.errors import ShardError
+    from corpus.errors import InputError
 
     batch = pa.record_batch({"id": ["a"], "text": ["x"], "math_score": ["high"]})
-    with pytest.raises(ShardError, match="f.jsonl: column 'math_score' has type string, expected a number"):
+    with pytest.raises(InputError, match="f.jsonl: column 'math_score' has type string, expected a number"):
         dedup._scores(batch, "f.jsonl")
 
 

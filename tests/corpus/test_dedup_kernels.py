@@ -46,6 +46,7 @@ def test_batch_normalization_equals_textnorm(texts: list[str]) -> None:
     arr = pa.array(texts, pa.string())
     assert dedup.normalize_batch(arr).to_pylist() == [normalize_text(t) for t in texts]
     assert dedup.tokenize_batch(arr).to_pylist() == [tokenize(t) for t in texts]
+    assert dedup.normalize_batch(arr, "light").to_pylist() == [dedup.light_normalize(t) for t in texts]
 
 
 def test_every_bmp_character_in_context_normalizes_like_textnorm() -> None:
@@ -60,6 +61,8 @@ def test_every_bmp_character_in_context_normalizes_like_textnorm() -> None:
     arr = pa.array(texts)
     assert dedup.normalize_batch(arr).to_pylist() == [normalize_text(t) for t in texts]
     assert dedup.tokenize_batch(arr).to_pylist() == [tokenize(t) for t in texts]
+    spaced = pa.array([t.replace("Z", "\u2028 \x1c\t") for t in texts])
+    assert dedup.normalize_batch(spaced, "light").to_pylist() == [dedup.light_normalize(t) for t in spaced.to_pylist()]
 
 
 def test_batch_tokenize_on_real_sample_docs(shared_data) -> None:

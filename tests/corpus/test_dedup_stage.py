@@ -176,6 +176,7 @@ def test_template_problems_are_not_merged(corpus_dir: dict[str, Any], tmp_path: 
     assert s["removed"] > 0
 
 
+@pytest.mark.slow
 def test_same_output_with_1_and_4_workers(corpus_dir: dict[str, Any], tmp_path: Path) -> None:
     for stage in (MinhashDedupStage(MinhashDedupConfig()), ExactDedupStage(ExactDedupConfig(partitions=3))):
         outs = []

@@ -15,9 +15,11 @@ from tests.conftest import write_jsonl
 
 HORSE_PARA = ("A horse 48 feet from the center of a merry-go-round makes 20 revolutions. To travel the same "
               "distance, how many revolutions would a horse 12 feet from the center have to make?")
-DUCKS_PARA = ("Janet's ducks lay 20 eggs per day. She eats four for breakfast every morning and bakes muffins for "
-              "her friends every day with five. She sells the rest at the farmers' market daily for $3 per fresh "
-              "duck egg. How much in dollars does she make every day at the farmers' market?")
+# other numbers and a light rewording, and no 13-gram in common with GSM8K test item 0
+# (the longest shared run is 10 tokens), so only the fuzzy tier can find it
+DUCKS_PARA = ("Janet’s ducks lay 18 eggs per day. She eats 3 for breakfast each morning and bakes muffins for her "
+              "friends every day with 5. She sells the remainder at the farmers' market daily for $4 per fresh duck "
+              "egg. How many dollars does she make every day at the farmers' market?")
 
 
 def question(bench: str, item_id: str) -> str:
@@ -63,7 +65,8 @@ def test_fuzzy_tier_in_the_stage(sft: Path, tmp_path: Path) -> None:
     # the fuzzy span points at the paraphrase inside the question field
     horse = fuzzy.row(1, named=True)
     q = "Solve step by step.\n\n" + HORSE_PARA
-    assert q[horse["doc_start"]:horse["doc_end"]].startswith("A horse 48 feet")
+    span = q[horse["doc_start"]:horse["doc_end"]]
+    assert HORSE_PARA.rstrip("?") in span and len(span) <= len(HORSE_PARA) + 25
     summary = json.loads((rep / "summary.json").read_text())
     assert summary["docs_removed"] == 3 and summary["docs_kept"] == 1
     assert summary["config"]["fuzzy"] is True and summary["config"]["fuzzy_lcs_threshold"] == 0.9
@@ -77,6 +80,10 @@ def test_fuzzy_tier_in_the_stage(sft: Path, tmp_path: Path) -> None:
     assert "fuzzy tier: 2 of 2 pairs confirmed" in out
     assert "#1  ratio" in out and "(threshold 0.9)  tier fuzzy" in out
     assert "math item 468 (question)" in out and "document para-horse question" in out
+    skipped = summary["fuzzy"]["skipped_short_items"]
+    code, out, _ = run(["decontam", "report", str(rep)])
+    assert (f"Fuzzy tier: {sum(skipped.values()):,} item(s) not indexed (too short or formula-only; the exact "
+            f"tier still checks them): gsm8k {skipped['gsm8k']:,}, math {skipped['math']:,}") in out
 
 
 def test_fuzzy_action_report_keeps_documents(sft: Path, tmp_path: Path) -> None:
@@ -107,4 +114,4 @@ def test_fuzzy_threshold_is_validated(sft: Path, tmp_path: Path) -> None:
     code, _, err = run(["decontam", "run", str(sft), "-o", str(tmp_path / "out"), "--fuzzy",
                         "--fuzzy-lcs-threshold", "1.5"])
     assert code == 2
-    assert err == "Error: command line: decontam: fuzzy_lcs_threshold must be in [0, 1), got 1.5\n"
+    assert err == "Error: decontam: fuzzy_lcs_threshold must be in [0, 1), got 1.5\n"

@@ -133,3 +133,20 @@ def test_long_rows_with_dense_hits_agree_with_reference(parts: list[str]) -> Non
            for r, p, k, i in zip(res.hit_row, res.hit_pos, res.hit_kind, res.hit_idx)]
     assert got == K.reference_scan(rows, 5, keys, 3, pkeys)
     assert [[int(x) for x in res.tok_hash[res.tok_row == r]] for r in range(3)] == hs
+
+
+_fig_pieces = st.sampled_from(["[asy]", "[/asy]", "[ASY]", "[Asy]", "\\begin{tikzpicture}", "\\end{tikzpicture}",
+                               "\\begin{asy}", "\\end{asy}", "\\begin{TikZpicture}", "draw(1,2);", " x ", "中",
+                               "é", "ﬁ", "Σ", "\\left(", "[", "asy]"])
+
+
+@given(st.lists(st.one_of(_fig_pieces, _pieces), max_size=60).map("".join))
+@settings(max_examples=300, deadline=None)
+def test_figure_code_is_stripped_like_textnorm(text: str) -> None:
+    from corpus.textnorm import figure_spans, strip_figure_code
+
+    res = K.scan(pa.array([text, text]), 13, emit_tokens=True, strip_figures=True)
+    want = K.reference_token_hashes(strip_figure_code(text))
+    assert [int(h) for h in res.tok_hash[res.tok_row == 1]] == want
+    spans = figure_spans(text)
+    assert res.figures.get(0, []) == spans and res.figures.get(1, []) == spans

@@ -53,7 +53,7 @@ def test_every_task_end_to_end_with_the_tiny_model(tmp_path: Path, tiny_model_di
     src = write_jsonl(tmp_path / "seeds.jsonl", seeds)
     out = tmp_path / "out"
     args = ["synth", "run", str(src), "-o", str(out), "--task", task, "--engine", "transformers",
-            "--model", str(tiny_model_dir), "--max-tokens", "8", "--seed", "7", "--json", *extra]
+            "--model", str(tiny_model_dir), "--max-tokens", "8", "--seed", "7", "--torch-threads", "1", "--json", *extra]
     r = _invoke(args)
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)

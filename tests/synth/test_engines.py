@@ -261,7 +261,7 @@ def test_engine_factory_and_cache(fake_openai: FakeOpenAI) -> None:
 
 # ----------------------------------------------------------------------------- transformers (real, CPU)
 def test_transformers_generate_is_seeded_and_reports_finish(tiny_model_dir: Path) -> None:
-    eng = TransformersEngine(str(tiny_model_dir))
+    eng = TransformersEngine(str(tiny_model_dir), threads=1)
     p = SamplingConfig(n=3, temperature=1.0, top_p=1.0, max_tokens=6, seed=123)
     r1 = eng.generate([GenRequest("a", MSGS, p)])[0]
     r2 = eng.generate([GenRequest("a", MSGS, p), GenRequest("b", MSGS, p.with_(seed=124))])
@@ -275,7 +275,7 @@ def test_transformers_generate_is_seeded_and_reports_finish(tiny_model_dir: Path
 
 
 def test_transformers_stop_strings_cut_output(tiny_model_dir: Path) -> None:
-    eng = TransformersEngine(str(tiny_model_dir))
+    eng = TransformersEngine(str(tiny_model_dir), threads=1)
     p = SamplingConfig(n=1, temperature=1.0, top_p=1.0, max_tokens=8, seed=5)
     free = eng.generate([GenRequest("a", MSGS, p)])[0]
     text = free.completions[0].text

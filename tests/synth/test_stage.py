@@ -124,6 +124,24 @@ def test_resume_skips_seeds_already_generated(tmp_path: Path, fake_openai: FakeO
     assert read_table(str(out / "_side" / "synth_rejected")).num_rows == 16
 
 
+def test_cache_dir_reuses_generations_but_not_verdicts(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    fake_openai.reply = _solver
+    src = write_jsonl(tmp_path / "p.jsonl", PROBLEMS)
+    cache = str(tmp_path / "cache")
+    first = run_stage(SynthStage(_cfg(fake_openai, cache_dir=cache)), [str(src)], str(tmp_path / "a"), RunOptions())
+    assert first["counters"]["verdict:correct"] == 6 and len(fake_openai.requests) == 4
+    # other judging options, same generation settings: no request, new verdicts
+    s = run_stage(SynthStage(_cfg(fake_openai, cache_dir=cache, select="majority")), [str(src)],
+                  str(tmp_path / "b"), RunOptions())
+    assert len(fake_openai.requests) == 4 and s["counters"]["seeds_resumed"] == 4
+    assert s["counters"]["verdict:majority"] == 8 and "verdict:correct" not in s["counters"]
+    # other sampling settings: the cached samples do not apply
+    s = run_stage(SynthStage(_cfg(fake_openai, cache_dir=cache, temperature=0.3)), [str(src)],
+                  str(tmp_path / "c"), RunOptions())
+    assert len(fake_openai.requests) == 8 and s["counters"]["seeds_resumed"] == 0
+    assert fake_openai.requests[-1]["temperature"] == 0.3
+
+
 def test_rerun_of_a_complete_run_generates_nothing(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     fake_openai.reply = _solver
     src = write_jsonl(tmp_path / "p.jsonl", PROBLEMS)

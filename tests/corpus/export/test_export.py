@@ -259,3 +259,20 @@ def test_stage_runs_from_python_and_is_skipped_when_complete(tmp_path: Path, exp
     s2 = run_stage(ExportStage(ExportConfig.from_mapping({"format": "nanotron", "seed": 3})), [str(export_input)],
                    str(tmp_path / "out"), RunOptions(workers=2))
     assert s2["skipped"] is True
+
+
+def test_killed_write_task_is_redone_on_rerun(tmp_path: Path, export_input: Path) -> None:
+    out = tmp_path / "out"
+    args = ["--format", "nanotron", "--seed", "4", "--shard-tokens", "20000", "--keep-work"]
+    m = export(export_input, out, *args)
+    before = _output_bytes(out)
+    # as if the write task of rank 1 and the finalize step had been killed
+    lost = [f for s in m["shards"] if s["index"] % 4 == 1 for f in s["files"]]
+    assert lost
+    for f in lost:
+        (out / f).unlink()
+    (out / "_logs" / "write" / "completions" / "00001").unlink()
+    (out / "_run" / "summary.json").unlink()
+    (out / "manifest.json").unlink()
+    export(export_input, out, *args)
+    assert _output_bytes(out) == before
