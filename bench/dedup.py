@@ -7,7 +7,7 @@
    ``update_batch`` is timed) while ours starts from raw text; *end to end* times datasketch
    with tokenizing and shingling too. Rounds alternate between the two sides and the best
    round of each counts, so load from other work on the machine hits both alike.
-2. Memory: ``mathcorpus dedup exact`` then ``dedup minhash`` on about 1 GB of text made by
+2. Memory: ``mathcorpus dedup exact`` and ``dedup minhash``, each on about 1 GB of text made by
    repeating the real sample documents with perturbations (exact copies, case and spacing
    changes, one-word edits, a dropped first sentence), in a temp dir. Peak RSS is the
    largest process of the run (``ru_maxrss`` of the children) and the sum over the process
@@ -232,7 +232,7 @@ def main() -> int:
     w = ["--workers", str(args.workers)]
     rows = []
     for name, cmd in (("exact", ["dedup", "exact", str(work / "in"), "-o", str(work / "exact"), *w]),
-                      ("minhash", ["dedup", "minhash", str(work / "exact"), "-o", str(work / "minhash"), *w])):
+                      ("minhash", ["dedup", "minhash", str(work / "in"), "-o", str(work / "minhash"), *w])):
         wall, peak, tree, s = run_cli(cmd)
         d = s["dedup"]
         rows.append((name, wall, peak, tree))

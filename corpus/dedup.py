@@ -1052,8 +1052,9 @@ class _DedupStage(Stage):
         parts = []
         for path in self.cluster_files(task.run):
             if not os.path.exists(path):
-                raise FatalError(f"{path}: the dedup cluster file is missing, so the global step did not finish; "
-                                 "rerun the same command to redo it")
+                raise FatalError(f"{path}: the dedup cluster file is missing although the global step is marked "
+                                 "done (was OUTPUT/_work deleted while the stage was incomplete?); rerun with "
+                                 "--overwrite to redo the stage")
             parts.append(pq.read_table(path, filters=pc.field("rank") == pa.scalar(task.rank, pa.uint32())))
         table = pa.concat_tables(parts).sort_by("idx") if parts else CLUSTER_SCHEMA.empty_table()
         self._idx = table.column("idx").to_numpy().astype(np.int64)
@@ -1224,7 +1225,8 @@ class ExactDedupStage(_DedupStage):
         for r in range(run.tasks):
             path = os.path.join(wd, "hash", f"{r:05d}.parquet")
             if not os.path.exists(path):
-                raise FatalError(f"{path}: the hash file of task {r} is missing; rerun the same command to redo it")
+                raise FatalError(f"{path}: the hash file of task {r} is missing although that task is marked done; "
+                                 "rerun with --overwrite to redo the stage")
             t = pq.read_table(path, filters=filt)
             tables.append(t.append_column("rank", pa.array(np.full(t.num_rows, r, np.uint32))))
         table = pa.concat_tables(tables) if tables else HASH_SCHEMA.empty_table()
@@ -1273,10 +1275,11 @@ def _sig_dtype(rows: int) -> np.dtype:
 def _sort_rows(cols: list[np.ndarray], tiebreak: list[np.ndarray]) -> np.ndarray:
     """Order of rows by ``cols`` lexicographically, then ``tiebreak``.
 
-    Sorts by the first column alone and lexsorts only the runs where it ties: minhash
-    values are almost always distinct, so this is one argsort instead of a 13-key lexsort.
+    Sorts by the first column alone and lexsorts only the runs where it ties (so the
+    first sort need not be stable): minhash values are almost always distinct, so this is
+    one argsort instead of a 13-key lexsort.
     """
-    order = np.argsort(cols[0], kind="stable")
+    order = np.argsort(cols[0])
     h0 = cols[0][order]
     eq = h0[1:] == h0[:-1]
     if eq.any():
@@ -1500,7 +1503,8 @@ class MinhashDedupStage(_DedupStage):
         for band in range(bands):
             path = os.path.join(wd, "dups", f"{band:05d}.dups")
             if not os.path.exists(path):
-                raise FatalError(f"{path}: the pairs of band {band} are missing; rerun the same command to redo them")
+                raise FatalError(f"{path}: the pairs of band {band} are missing although that task is marked done; "
+                                 "rerun with --overwrite to redo the stage")
             chunks.append(np.fromfile(path, dtype="<u4").reshape(-1, 4))
         pairs = np.concatenate(chunks) if chunks else np.zeros((0, 4), np.uint32)
         ka = (pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1].astype(np.uint64)

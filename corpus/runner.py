@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -374,37 +375,32 @@ def run_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> dict[
     return stats
 
 
-class _MapStep(PipelineStep):
-    """The datatrove step that runs :func:`run_task` for its rank."""
+class _Step(PipelineStep):
+    """A datatrove step that calls ``fn(rank, world_size)``: the map, each phase and finalize.
 
-    name = "mathcorpus map"
+    ``fn`` is a functools.partial over module-level functions, so the step pickles for
+    forkserver workers, Slurm and Ray.
+    """
+
     type = "mathcorpus"
 
-    def __init__(self, stage: Stage, run: RunContext) -> None:
+    def __init__(self, name: str, fn: Callable[[int, int], Any]) -> None:
         super().__init__()
-        self.stage = stage
-        self.run_ctx = run
+        self.name = f"mathcorpus {name}"
+        self.fn = fn
 
     def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> Any:
         _quiet_task_logs()
-        stats = run_task(self.stage, self.run_ctx, rank, world_size)
-        self.stat_update("documents", value=stats["docs_in"])
+        self.fn(rank, world_size)
         return None
 
 
-class _PhaseStep(PipelineStep):
-    name = "mathcorpus phase"
-    type = "mathcorpus"
+def _run_phase(phase: Phase, run: RunContext, rank: int, world_size: int) -> None:
+    phase.fn(rank, world_size, run)
 
-    def __init__(self, phase: Phase, run: RunContext) -> None:
-        super().__init__()
-        self.phase = phase
-        self.run_ctx = run
 
-    def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> Any:
-        _quiet_task_logs()
-        self.phase.fn(rank, world_size, self.run_ctx)
-        return None
+def _finalize_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> None:
+    finalize_stage(stage, run)
 
 
 def _stderr_level() -> str:
@@ -554,23 +550,6 @@ class StagePlan:
         return self.executors[-1] if self.executors else None
 
 
-class _FinalizeStep(PipelineStep):
-    """Last phase of every stage (1 task): sum task stats, check counts, stage.finalize, summary.json."""
-
-    name = "mathcorpus finalize"
-    type = "mathcorpus"
-
-    def __init__(self, stage: Stage, run: RunContext) -> None:
-        super().__init__()
-        self.stage = stage
-        self.run_ctx = run
-
-    def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> Any:
-        _quiet_task_logs()
-        finalize_stage(self.stage, self.run_ctx)
-        return None
-
-
 def finalize_stage(stage: Stage, run: RunContext) -> dict[str, Any]:
     summary = collect_summary(run)
     stage.finalize(run, summary)
@@ -655,10 +634,10 @@ def plan_stage(stage: Stage, inputs: Sequence[str], output: str, opts: RunOption
         stage.prepare(run)
     executors: list[Any] = []
     previous = depends
-    phases = [(ph.name, [_PhaseStep(ph, run)], ph.tasks) for ph in stage.pre_phases(run)]
-    phases.append(("map", [_MapStep(stage, run)], tasks))
-    phases += [(ph.name, [_PhaseStep(ph, run)], ph.tasks) for ph in stage.post_phases(run)]
-    phases.append(("finalize", [_FinalizeStep(stage, run)], 1))
+    phases = [(ph.name, [_Step(ph.name, partial(_run_phase, ph, run))], ph.tasks) for ph in stage.pre_phases(run)]
+    phases.append(("map", [_Step("map", partial(run_task, stage, run))], tasks))
+    phases += [(ph.name, [_Step(ph.name, partial(_run_phase, ph, run))], ph.tasks) for ph in stage.post_phases(run)]
+    phases.append(("finalize", [_Step("finalize", partial(_finalize_task, stage, run))], 1))
     for name, steps, n in phases:
         ex = make_executor(steps, n, opts, os.path.join(logging_dir, name), f"{stage.name}-{name}", depends=previous)
         executors.append(ex)

@@ -731,18 +731,19 @@ def scan(texts: pa.Array, n: int, grams: KeySet | None = None, phrase_n: int = 0
         fl = flags[rows]
         for _round in range(3):
             # fix each flagged row by the cheapest means that can work, then rescan
-            fig = fl == FLAG_FIGURE
             soft = fl == FLAG_SOFT
             hard = fl == FLAG_HARD
             mode = np.full(len(rows), MODE_RAW, dtype=np.uint8)
             new = cur
-            if fig.any():
+            if _round == 0 and strip_figures and not normalized:
+                # figure code is cut from the original text, before any other fix, as
+                # corpus.textnorm would: every flagged row, whatever stopped the kernel
                 vals = cur.to_pylist()
-                for j in np.flatnonzero(fig).tolist():
-                    sp = figure_spans(vals[j])
+                for j, v in enumerate(vals):
+                    sp = figure_spans(v)
                     if sp:
                         figures[int(rows[j])] = sp
-                        vals[j] = strip_figure_code(vals[j])
+                        vals[j] = strip_figure_code(v)
                 new = pa.array(vals, pa.string())
             renorm.append(rows[soft | hard])
             if soft.any():

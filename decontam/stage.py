@@ -312,8 +312,8 @@ class DecontamStage(Stage):
                 field_name = fname if msg_pos is None else f"{fname}[{int(msg_pos[r])}]"
                 for pr in conf.score_row(toks, hits):
                     task.counters["candidate_pairs"] += 1
-                    if toks and pr.tok_hi > pr.tok_lo:
-                        lo, hi = starts[min(pr.tok_lo, len(toks) - 1)], ends[min(pr.tok_hi, len(toks)) - 1]
+                    if starts and pr.tok_hi > pr.tok_lo:
+                        lo, hi = starts[min(pr.tok_lo, len(starts) - 1)], ends[min(pr.tok_hi, len(ends)) - 1]
                     else:
                         lo = hi = 0
                     if r in fig:

@@ -547,15 +547,15 @@ def train(data: LabelledData, out_path: str, cfg: TrainConfig, *, inputs: Sequen
     model.path, model.meta, model.segmenter, model._ft, model._tag = out_path, report, cfg.segmenter, ft, None
     if len(eval_idx):
         ev = data.subset(eval_idx)
-        scores = model.score(ev.texts)
+        ev_lines = preprocess(ev.texts, cfg.segmenter)
+        ev_list = ev_lines.to_pylist()
+        scores = model.score_lines(ev_list)
         report["eval"] = evaluate(ev.y, scores, cfg.target_precision, ev.groups)
         # the same held-out records cropped like the training data: if F1 holds here,
         # the model is not reading document length
         rng = np.random.default_rng(cfg.seed + 1)
-        ev_lines = preprocess(ev.texts, cfg.segmenter)
-        ln = token_counts(ev_lines)
-        keep, start = balance_lengths(ln, ev.y, rng)
-        cropped = crop_lines(ev_lines.to_pylist(), keep, start)
+        keep, start = balance_lengths(token_counts(ev_lines), ev.y, rng)
+        cropped = crop_lines(ev_list, keep, start)
         s2 = model.score_lines(cropped)
         lm = evaluate(ev.y, s2, cfg.target_precision)
         report["eval_length_matched"] = {k: lm[k] for k in ("n", "precision", "recall", "f1", "roc_auc")}

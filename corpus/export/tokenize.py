@@ -139,8 +139,16 @@ class LoadedTokenizer:
 
     @functools.cached_property
     def text(self) -> Any:
-        # Added-token strings in documents are text, never control tokens (see module doc).
-        return self._build(json.dumps({**self.spec, "added_tokens": [], "post_processor": None}))
+        from tokenizers import Tokenizer
+
+        # Added-token strings in documents are text, never control tokens (see module doc):
+        # the same model, normalizer and pre-tokenizer, without the added tokens.
+        full = self.hf
+        text = Tokenizer(full.model)
+        text.normalizer = full.normalizer
+        text.pre_tokenizer = full.pre_tokenizer
+        text.decoder = full.decoder
+        return text
 
     def _build(self, raw: str) -> Any:
         from tokenizers import Tokenizer
@@ -339,32 +347,29 @@ def _build_tiktoken(ref: TokenizerRef, tok: LoadedTokenizer) -> tuple[Any | None
     pattern = _pretokenizer_pattern(spec.get("pre_tokenizer"))
     if pattern is None:
         return None, False, "pre-tokenizer is not byte-level BPE's regex split"
-    to_bytes = {ord(c): chr(b) for b, c in _bytes_to_unicode().items()}  # str.translate then latin-1
+    # str.translate maps each byte-level character to the latin-1 character of its byte; any
+    # other character becomes U+FFFF, which latin-1 cannot encode, so it cannot slip through
+    to_bytes: dict[int, str] = {o: "\uffff" for o in range(256)}
+    to_bytes.update({ord(c): chr(b) for b, c in _bytes_to_unicode().items()})
     vocab: dict[str, int] = model.get("vocab") or {}
     # added tokens that also sit in the model vocab (GPT-2's <|endoftext|>) are never produced
     # from text under our policy, so they are no BPE ranks
     added = {int(a["id"]) for a in spec.get("added_tokens", [])}
-    ranks: dict[bytes, int] = {}
-    alphabet = set(to_bytes)
-    for tok_str, i in vocab.items():
-        if int(i) in added:
-            continue
-        if not alphabet.issuperset(map(ord, tok_str)):
-            return None, False, "vocab holds tokens outside the byte-level alphabet"
-        ranks[tok_str.translate(to_bytes).encode("latin-1")] = int(i)
+    try:
+        ranks = {t.translate(to_bytes).encode("latin-1"): int(i) for t, i in vocab.items() if int(i) not in added}
+    except UnicodeEncodeError:
+        return None, False, "vocab holds tokens outside the byte-level alphabet"
+    if len(ranks) != len(vocab) - len(added & set(vocab.values())):
+        return None, False, "vocab holds tokens that map to the same bytes"
     if sum(1 for b in ranks if len(b) == 1) != 256:
         return None, False, "vocab lacks some of the 256 single-byte tokens"
     merges = model.get("merges") or []
-    last = -1
-    produced = 0
-    for m in merges:
-        a, b = (m.split(" ", 1) if isinstance(m, str) else m)
-        rid = vocab.get(a + b)
-        if rid is None or rid <= last:
-            return None, False, "merge results are not numbered in merge order"
-        last = rid
-        produced += 1
-    if produced + 256 != len(ranks):
+    pairs = [m.split(" ", 1) if isinstance(m, str) else m for m in merges]
+    results = [vocab.get(a + b, -1) for a, b in pairs]
+    rid = np.array(results, dtype=np.int64)
+    if (rid < 0).any() or (rid.size > 1 and (np.diff(rid) <= 0).any()):
+        return None, False, "merge results are not numbered in merge order"
+    if rid.size + 256 != len(ranks):
         return None, False, "some vocab entries are not produced by any merge"
     import tiktoken
 

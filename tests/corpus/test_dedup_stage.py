@@ -226,6 +226,25 @@ def test_resume_after_lost_global_step_and_map_outputs(corpus_dir: dict[str, Any
     assert _table(out / "_removed").equals(_table(ref / "_removed"))
 
 
+def test_lost_work_files_of_a_finished_step_fail_clearly(corpus_dir: dict[str, Any], tmp_path: Path) -> None:
+    from corpus.errors import FatalError
+
+    out = tmp_path / "out"
+    stage = ExactDedupStage(ExactDedupConfig(keep_work=True, partitions=2))
+    run_stage(stage, [str(corpus_dir["dir"])], str(out))
+    cluster_file = out / "_work" / "dedup-exact" / "clusters" / "001.parquet"
+    cluster_file.unlink()
+    os.unlink(out / "_logs" / "map" / "completions" / "00001")
+    (out / "_run" / "summary.json").unlink()
+    with pytest.raises(FatalError) as e:
+        run_stage(stage, [str(corpus_dir["dir"])], str(out))
+    assert str(e.value) == (f"{cluster_file}: the dedup cluster file is missing although the global step is marked "
+                            "done (was OUTPUT/_work deleted while the stage was incomplete?); rerun with --overwrite "
+                            "to redo the stage")
+    s = run_stage(stage, [str(corpus_dir["dir"])], str(out), RunOptions(overwrite=True))
+    assert s["removed"] == len(corpus_dir["expect"]["exact"])
+
+
 def _cli(*args: str) -> list[str]:
     return [str(REPO / ".venv" / "bin" / "mathcorpus"), *args] if (REPO / ".venv" / "bin" / "mathcorpus").exists() \
         else [sys.executable, "-c", "from corpus.cli import main; main()", *args]

@@ -166,7 +166,7 @@ def test_source_hold_out(tmp_path: Path, en_records: list[dict], zh_records: lis
     test_recs = [r for r in recs if r["source"] == left_out]
     assert len(test_recs) > 50
     label = test_recs[0]["label"]
-    _train(tmp_path, train_recs, "holdout", lang=lang, eval_fraction=0.0)
+    _train(tmp_path, train_recs, "holdout", lang=lang, eval_fraction=0.0, max_per_class=3000)
     scores = RecallModel(tmp_path / "holdout.bin").score([r["text"] for r in test_recs])
     right = (scores >= 0.5) if label == "math" else (scores < 0.5)
     assert right.mean() >= minimum, f"{left_out}: {right.mean():.3f} of {len(test_recs)} right"
