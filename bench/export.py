@@ -22,7 +22,7 @@ cores through its own threads), so all CPU time is counted; forkserver worker pr
 every task and phase runs in the measured process (forkserver workers are not children
 whose peak RSS the wrapper can collect).
 
-    python bench/export.py [--copies 1] [--files 4] [--workers 2]
+    python bench/export.py [--copies 2] [--files 4] [--workers 1]
     python bench/export.py --gb 1.0
 """
 
@@ -179,7 +179,7 @@ def memory(args: argparse.Namespace, work: Path) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--copies", type=int, default=1, help="Times the corpus samples are repeated.")
+    ap.add_argument("--copies", type=int, default=2, help="Times the corpus samples are repeated.")
     ap.add_argument("--files", type=int, default=4, help="Input Parquet files (= tasks).")
     ap.add_argument("--workers", type=int, default=1, help="Worker processes, for both (see above).")
     ap.add_argument("--gb", type=float, default=0.0, help="Memory mode: our export alone on N GB of input.")

@@ -423,10 +423,33 @@ def _is_cjk_at(d: np.ndarray, p: int, n: int, ranges: np.ndarray) -> bool:
     return False
 
 
+@nb.njit(inline="always")
+def _next_token(norm: np.ndarray, p: int, end: int, ranges: np.ndarray) -> tuple:
+    """``(start, stop)`` of the first token at or after ``p`` in normalized text (``(end, end)``
+    when there is none): a run of non-space characters, or one CJK character alone."""
+    while p < end and norm[p] == 32:
+        p += 1
+    if p >= end:
+        return end, end
+    n = _utf8_len(norm[p])
+    if n >= 3 and _is_cjk_at(norm, p, n, ranges):
+        return p, p + n
+    q = p
+    while q < end:
+        c = norm[q]
+        if c == 32:
+            break
+        n = _utf8_len(c)
+        if n >= 3 and _is_cjk_at(norm, q, n, ranges):
+            break
+        q += n
+    return p, q
+
+
 @nb.njit(cache=True)
 def _split_tokens(norm: np.ndarray, offs: np.ndarray, ranges: np.ndarray,
                   starts: np.ndarray, ends: np.ndarray, doc_tok: np.ndarray, count_only: bool) -> int:
-    """Token spans of normalized texts: split at spaces, every CJK character on its own.
+    """Token spans of normalized texts (see ``_next_token``).
 
     With ``count_only`` it only counts (to size ``starts``/``ends``); returns the count.
     """
@@ -436,37 +459,15 @@ def _split_tokens(norm: np.ndarray, offs: np.ndarray, ranges: np.ndarray,
             doc_tok[d] = t
         p = offs[d]
         end = offs[d + 1]
-        in_word = False
-        while p < end:
-            c = norm[p]
-            if c == 32:
-                if in_word:
-                    if not count_only:
-                        ends[t] = p
-                    t += 1
-                    in_word = False
-                p += 1
-                continue
-            n = _utf8_len(c)
-            if n >= 3 and _is_cjk_at(norm, p, n, ranges):
-                if in_word:
-                    if not count_only:
-                        ends[t] = p
-                    t += 1
-                    in_word = False
-                if not count_only:
-                    starts[t] = p
-                    ends[t] = p + n
-                t += 1
-            elif not in_word:
-                if not count_only:
-                    starts[t] = p
-                in_word = True
-            p += n
-        if in_word:
+        while True:
+            a, b = _next_token(norm, p, end, ranges)
+            if a == b:
+                break
             if not count_only:
-                ends[t] = end
+                starts[t] = a
+                ends[t] = b
             t += 1
+            p = b
     if not count_only:
         doc_tok[offs.shape[0] - 1] = t
     return t
@@ -529,43 +530,52 @@ def _minhash_from_shingles(shingles: np.ndarray, sh_off: np.ndarray, a: np.ndarr
 
 
 @nb.njit(cache=True)
-def _minhash_fused(norm: np.ndarray, starts: np.ndarray, ends: np.ndarray, doc_tok: np.ndarray, ngram: int,
-                   a: np.ndarray, b: np.ndarray, seed: np.uint64) -> np.ndarray:
-    """Tokens → token hashes → shingle hashes → signatures, one document at a time.
+def _minhash_fused(norm: np.ndarray, offs: np.ndarray, ranges: np.ndarray, ngram: int,
+                   a: np.ndarray, b: np.ndarray, seed: np.uint64) -> tuple:
+    """Normalized text → tokens → token hashes → shingle hashes → signatures, per document.
 
-    Equal to ``_minhash_from_shingles(*_shingle_hashes(_token_hashes(...)))`` but only one
-    document's shingles are ever materialized. The inner loop runs over permutations with
-    the running minima in a small local row, which LLVM vectorizes.
+    Equal to ``_minhash_from_shingles(*_shingle_hashes(_token_hashes(_split_tokens(...))))``
+    but only one document's tokens and shingles are ever held. The inner loop runs over
+    permutations with the running minima in a small local row, which LLVM vectorizes.
+    Returns ``(signatures, token counts)``.
     """
-    ndocs = doc_tok.shape[0] - 1
+    ndocs = offs.shape[0] - 1
     nperm = a.shape[0]
     sig = np.empty((ndocs, nperm), dtype=np.uint64)
-    maxtok = 0
+    ntok = np.zeros(ndocs, dtype=np.int64)
+    maxlen = 1
     for d in range(ndocs):
-        maxtok = max(maxtok, doc_tok[d + 1] - doc_tok[d])
-    th = np.empty(maxtok, dtype=np.uint64)
-    sh = np.empty(maxtok, dtype=np.uint64)
+        maxlen = max(maxlen, offs[d + 1] - offs[d])
+    th = np.empty(maxlen, dtype=np.uint64)  # a token takes at least one byte
+    sh = np.empty(maxlen, dtype=np.uint64)
     row = np.empty(nperm, dtype=np.uint64)
     for d in range(ndocs):
         row[:] = _U64_MAX
-        t0 = doc_tok[d]
-        nt = doc_tok[d + 1] - t0
+        nt = 0
+        p = offs[d]
+        end = offs[d + 1]
+        while True:
+            t0, t1 = _next_token(norm, p, end, ranges)
+            if t0 == t1:
+                break
+            th[nt] = _xxh64(norm, t0, t1, seed)
+            nt += 1
+            p = t1
+        ntok[d] = nt
         if nt > 0:
-            for t in range(nt):
-                th[t] = _xxh64(norm, starts[t0 + t], ends[t0 + t], seed)
             k = min(ngram, nt)
             nsh = max(1, nt - ngram + 1)
             for i in range(nsh):
                 sh[i] = _xxh64_lanes(th, i, k, seed)
             for i in range(nsh):
                 h = sh[i]
-                for p in range(nperm):
-                    x = a[p] * h + b[p]
+                for q in range(nperm):
+                    x = a[q] * h + b[q]
                     x = (x & _MP) + (x >> np.uint64(61))
                     x = x - _MP if x >= _MP else x
-                    row[p] = min(row[p], x)
+                    row[q] = min(row[q], x)
         sig[d, :] = row
-    return sig
+    return sig, ntok
 
 
 @nb.njit(cache=True)
@@ -805,9 +815,9 @@ def minhash_signatures(texts: pa.Array | pa.ChunkedArray, ngram: int, a: np.ndar
     Documents without any token have no signature (their row is all ones and the mask is
     False): they can only be exact duplicates, never near ones.
     """
-    tok = tokenize_batch(texts)
-    sig = _minhash_fused(tok.data, tok.starts, tok.ends, tok.doc_tok, ngram, a, b, np.uint64(seed))
-    return sig, np.diff(tok.doc_tok) > 0
+    norm = normalize_batch(texts)
+    sig, ntok = _minhash_fused(norm.data, norm.offs, _CJK, ngram, a, b, np.uint64(seed))
+    return sig, ntok > 0
 
 
 def exact_hashes(texts: pa.Array | pa.ChunkedArray, normalize: str = "light",
@@ -1053,8 +1063,8 @@ class _DedupStage(Stage):
         for path in self.cluster_files(task.run):
             if not os.path.exists(path):
                 raise FatalError(f"{path}: the dedup cluster file is missing although the global step is marked "
-                                 "done (was OUTPUT/_work deleted while the stage was incomplete?); rerun with "
-                                 "--overwrite to redo the stage")
+                                 "done (was OUTPUT/_work deleted while the stage was incomplete?); delete "
+                                 f"{task.run.output} and run the stage again")
             parts.append(pq.read_table(path, filters=pc.field("rank") == pa.scalar(task.rank, pa.uint32())))
         table = pa.concat_tables(parts).sort_by("idx") if parts else CLUSTER_SCHEMA.empty_table()
         self._idx = table.column("idx").to_numpy().astype(np.int64)
@@ -1226,7 +1236,7 @@ class ExactDedupStage(_DedupStage):
             path = os.path.join(wd, "hash", f"{r:05d}.parquet")
             if not os.path.exists(path):
                 raise FatalError(f"{path}: the hash file of task {r} is missing although that task is marked done; "
-                                 "rerun with --overwrite to redo the stage")
+                                 f"delete {run.output} and run the stage again")
             t = pq.read_table(path, filters=filt)
             tables.append(t.append_column("rank", pa.array(np.full(t.num_rows, r, np.uint32))))
         table = pa.concat_tables(tables) if tables else HASH_SCHEMA.empty_table()
@@ -1372,7 +1382,7 @@ class MinhashDedupConfig(StageConfig):
     keep: str = _keep_opt()
     keep_work: bool = _keep_work_opt()
     window_rows: int = opt(1_000_000, help="Signatures merged at once per band in the bucket step (memory bound).")
-    buffer_mb: int = opt(256, help="Signature memory of a task before a sorted run is written to disk.")
+    buffer_mb: int = opt(64, help="Signature memory of a task before a sorted run is written to disk.")
 
     def validate(self) -> None:
         where = self.section
@@ -1484,7 +1494,7 @@ class MinhashDedupStage(_DedupStage):
             size = os.path.getsize(path)
             if size % dtype.itemsize:
                 raise FatalError(f"{path}: truncated signature file ({size} bytes is not a multiple of "
-                                 f"{dtype.itemsize}); rerun with --overwrite")
+                                 f"{dtype.itemsize}); delete {run.output} and run the stage again")
             if size:
                 runs.append(np.memmap(path, dtype=dtype, mode="r"))
                 ranks.append(int(name.split("-")[0]))
@@ -1504,7 +1514,7 @@ class MinhashDedupStage(_DedupStage):
             path = os.path.join(wd, "dups", f"{band:05d}.dups")
             if not os.path.exists(path):
                 raise FatalError(f"{path}: the pairs of band {band} are missing although that task is marked done; "
-                                 "rerun with --overwrite to redo the stage")
+                                 f"delete {run.output} and run the stage again")
             chunks.append(np.fromfile(path, dtype="<u4").reshape(-1, 4))
         pairs = np.concatenate(chunks) if chunks else np.zeros((0, 4), np.uint32)
         ka = (pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1].astype(np.uint64)

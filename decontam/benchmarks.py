@@ -166,17 +166,22 @@ def value_text(v: Any, structured: bool = False) -> str:
     return str(v)
 
 
-def _join(record: dict[str, Any], names: tuple[str, ...]) -> str:
-    parts = [value_text(record.get(n), structured=n in _STRUCTURED) for n in names]
+def _join(record: dict[str, Any], names: tuple[str, ...], structured: bool = False) -> str:
+    parts = [value_text(record.get(n), structured=structured or n in _STRUCTURED) for n in names]
     return "\n".join(p for p in parts if p)
 
 
 def make_item(benchmark: str, item_id: str, record: dict[str, Any], fields: FieldMap) -> Item:
-    """Build an :class:`Item` from one record according to ``fields``."""
+    """Build an :class:`Item` from one record according to ``fields``.
+
+    Choices and solutions may be lists or dicts, possibly written as strings; answers are
+    parsed only when their field is known to hold a list (a set answer such as ``{1,2}``
+    must stay text).
+    """
     question = _join(record, fields.question)
-    solution = _join(record, fields.solution)
+    solution = _join(record, fields.solution, structured=True)
     answer = _join(record, fields.answer)
-    choices = _join(record, fields.choices)
+    choices = _join(record, fields.choices, structured=True)
     if benchmark == "mmlu_stem" and isinstance(record.get("answer"), int):
         # the answer is an index into the choices: use the choice text
         ch = _parse_structured(record["choices"]) if isinstance(record.get("choices"), str) else record.get("choices")
@@ -297,7 +302,8 @@ def load_file_benchmark(spec: str) -> Benchmark:
     present = set().union(*(r.keys() for r in records[:100])) if records else set()
     if records and fields.question[0] not in present:
         raise ConfigError(f"{path}: question field '{fields.question[0]}' not found"
-                          f"{closest(fields.question[0], present)} (fields: {', '.join(sorted(present))})")
+                          f"{closest(fields.question[0], present)} (fields: {', '.join(sorted(present))}); "
+                          f"name the file's fields as NAME=PATH:question_field,answer_field")
     return _build(name, os.path.abspath(path), "file", records, fields)
 
 

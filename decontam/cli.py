@@ -18,7 +18,7 @@ from corpus.cli import (config_file_option, emit, inputs_argument, json_option, 
 from corpus.config import config_options, resolve
 from corpus.errors import GateTripped
 from decontam.benchmarks import PROFILES, load_benchmarks
-from decontam.stage import DecontamConfig, DecontamStage, report_dir_for
+from decontam.stage import DecontamConfig, DecontamStage, profile_name, report_dir_for
 
 
 def _benchmark_file_option(fn: Any) -> Any:
@@ -27,7 +27,25 @@ def _benchmark_file_option(fn: Any) -> Any:
                              "(repeatable).")(fn)
 
 
-@click.group("decontam")
+class DecontamGroup(click.Group):
+    """The ``decontam`` group. ``report`` and ``diff`` (decontam/report_cli.py) are imported on
+    first use, not at start-up: they pull in polars and rich, which ``run`` does not need.
+    A missing or broken report_cli fails loudly the moment either command is listed or run."""
+
+    _deferred = {"report": "report_command", "diff": "diff_command"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._deferred))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self._deferred and name not in self.commands:
+            from decontam import report_cli
+
+            self.add_command(getattr(report_cli, self._deferred[name]), name)
+        return super().get_command(ctx, name)
+
+
+@click.group("decontam", cls=DecontamGroup)
 def decontam_group() -> None:
     """Remove benchmark items from corpora (13-gram + LCS ratio, the Qwen2.5-Math rule).
 
@@ -114,7 +132,8 @@ def index_command(benchmarks: str | None, benchmark_file: tuple[str, ...], outpu
         "benchmarks": benchmarks, "benchmark_file": list(benchmark_file), "ngram": ngram,
         "min_phrase_tokens": min_phrase_tokens, "max_gram_items": max_gram_items,
         "strip_figure_code": strip_figure_code}, source="command line")
-    idx = build_index(load_benchmarks(cfg.benchmarks or "pretrain", cfg.benchmark_file), cfg.index_options())
+    idx = build_index(load_benchmarks(cfg.benchmarks or "pretrain", cfg.benchmark_file), cfg.index_options(),
+                              profile=profile_name(cfg))
     idx.save(output)
     result = {
         "index": output, "benchmarks": idx.benchmark_names(), "items": idx.meta["items"],
@@ -169,9 +188,3 @@ def benchmarks_command(benchmark_file: tuple[str, ...], as_json: bool) -> None:
 
     emit(rows, as_json, human)
 
-
-# `report` and `diff` read a REPORT_DIR written by `run`; they live in decontam/report_cli.py.
-from decontam.report_cli import diff_command, report_command  # noqa: E402  (after the group exists)
-
-decontam_group.add_command(report_command)
-decontam_group.add_command(diff_command)

@@ -19,7 +19,7 @@ when they occur whole.
 from __future__ import annotations
 
 import json
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,7 +41,8 @@ class ItemTokens:
     q_len: int
     second_start: int
     second_name: str
-    gram_pos: dict[int, list[int]]  # gram key -> positions in ``tokens``
+    gram_keys: np.ndarray   # the item's gram keys, sorted
+    gram_pos: np.ndarray    # position in ``tokens`` of each of those grams
     text: str               # the indexed text, for the readable gram samples
     _words: list[str] | None = None
 
@@ -124,26 +125,26 @@ class Confirmer:
         # the same texts the index hashed (figure code already removed there)
         res = scan(pa.array([q, c, text], pa.string()), self.n, emit_tokens=True, emit_grams=True)
         sel = res.tok_row == 2
-        gram_pos: dict[int, list[int]] = {}
         gsel = res.gram_row == 2
-        for k, p in zip(res.gram_key[gsel].tolist(), res.gram_pos[gsel].tolist()):
-            gram_pos.setdefault(k, []).append(p)
+        gk, gp = res.gram_key[gsel], res.gram_pos[gsel]
+        order = np.argsort(gk, kind="stable")
         q_len, c_len = int(res.ntok[0]), int(res.ntok[1])
         it = ItemTokens(tokens=res.tok_hash[sel].tolist(), q_len=q_len, second_start=q_len + c_len,
-                        second_name=self._sname[item].as_py() or "answer", gram_pos=gram_pos, text=text)
+                        second_name=self._sname[item].as_py() or "answer", gram_keys=gk[order],
+                        gram_pos=gp[order], text=text)
         self._cache[item] = it
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return it
 
     # -- scoring ---------------------------------------------------------------------------
-    def _window_ratio(self, part: list[int], doc: list[int], offsets: Counter, a: int, b: int
+    def _window_ratio(self, part: list[int], doc: list[int], offsets: list[int], a: int, b: int
                       ) -> tuple[float, int, int]:
-        """Best LCS ratio of ``part`` over windows aligned at the most supported offsets."""
+        """Best LCS ratio of ``part`` over windows aligned at the given item offsets (best first)."""
         size = b - a
         slack = max(2, int(size * self.slack))
         best = (0.0, 0, 0)
-        for o, _votes in sorted(offsets.items(), key=lambda kv: (-kv[1], kv[0]))[:3]:
+        for o in offsets:
             lo = max(0, o + a - slack)
             hi = min(len(doc), o + b + slack)
             if hi <= lo:
@@ -154,29 +155,29 @@ class Confirmer:
                 best = (ratio, start, max(min(len(doc), o + b), start + 1))
         return best
 
-    def score(self, doc_tokens: list[int], item: int, gram_hits: list[tuple[int, int]],
+    def score(self, doc_tokens: list[int], item: int, gram_pos: np.ndarray, gram_keys: np.ndarray,
               phrase_hits: list[tuple[int, int, int]]) -> PairResult:
         """Judge one pair.
 
-        ``doc_tokens``: the document's token hashes; ``gram_hits``: ``(doc token position,
-        gram key)`` of matched ``n``-grams; ``phrase_hits``: ``(doc token position, part code,
-        part length)`` of matched phrase prefixes.
+        ``doc_tokens``: the document's token hashes; ``gram_pos``/``gram_keys``: doc token
+        position and key of each matched ``n``-gram of this item; ``phrase_hits``: ``(doc
+        token position, part code, part length)`` of matched phrase prefixes.
         """
         it = self.item_tokens(item)
         toks = it.tokens
         n = self.n
         results: list[tuple[float, str, int, int, bool]] = []
-        sample_pos: list[tuple[int, int]] = []  # (item position, length) of matched grams
-        occ: list[tuple[int, int]] = []  # (doc offset of item token 0, item position)
-        for d, key in gram_hits:
-            for p in it.gram_pos.get(key, ()):
-                occ.append((d - p, p))
-                if len(sample_pos) < 3 and all(sp != p for sp, _ in sample_pos):
-                    sample_pos.append((p, n))
+        # where each matched gram sits in the item: implied doc offset of the item's token 0
+        lo = np.searchsorted(it.gram_keys, gram_keys, "left")
+        cnt = np.searchsorted(it.gram_keys, gram_keys, "right") - lo
+        rep = np.repeat(np.arange(len(gram_keys)), cnt)
+        ipos = it.gram_pos[np.repeat(lo - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))]
+        offs = gram_pos[rep] - ipos
+        sample_pos: list[tuple[int, int]] = [(int(p), n) for p in dict.fromkeys(ipos.tolist()[:64]).keys()][:3]
         exact_parts: dict[str, int] = {}
         for d, part, length in phrase_hits:
             name = "question" if part == PART_QUESTION else "both"
-            # phrases are item prefixes: question alone, or the whole short item
+            # phrases are item prefixes: the question alone, or the whole short item
             if doc_tokens[d: d + length] == toks[:length]:
                 exact_parts[name] = d
                 if len(sample_pos) < 3:
@@ -187,58 +188,69 @@ class Confirmer:
                 d = exact_parts[name]
                 results.append((1.0, name, d, d + size, True))
                 continue
-            offsets = Counter(o for o, p in occ if a - n < p < b)
-            if not offsets:
+            m = (ipos > a - n) & (ipos < b)
+            if not m.any():
                 continue
-            ratio, lo, hi = self._window_ratio(toks[a:b], doc_tokens, offsets, a, b)
+            vals, votes = np.unique(offs[m], return_counts=True)
+            top = vals[np.lexsort((vals, -votes))][:3].tolist()
+            ratio, lo_t, hi_t = self._window_ratio(toks[a:b], doc_tokens, top, a, b)
             # a part shorter than n counts only when it occurs whole (checked above)
             ok = ratio > self.threshold and size >= n
-            results.append((ratio, name, lo, hi, ok))
-        n_grams = len({d for d, _ in gram_hits}) + len(exact_parts)
+            results.append((ratio, name, lo_t, hi_t, ok))
+        n_grams = len(np.unique(gram_pos)) + len(exact_parts)
         words = it.words() if sample_pos else []
         sample = [" ".join(words[p: p + ln]) for p, ln in sample_pos]
         if not results:
             return PairResult(item, "both", n_grams, 0.0, 0, 0, False, sample)
         if self.policy == "ngram":
             # plain rule: any shared gram (or a whole short item) is a hit
-            results = [(r, nm, lo, hi, True) for r, nm, lo, hi, _ok in results]
+            results = [(r, nm, lo_, hi_, True) for r, nm, lo_, hi_, _ok in results]
         pool = [x for x in results if x[4]] or results
-        top = max(x[0] for x in pool)
-        near = [x for x in pool if x[0] >= top - 0.02]
+        best = max(x[0] for x in pool)
+        near = [x for x in pool if x[0] >= best - 0.02]
         near.sort(key=lambda x: (_FIELD_RANK.get(x[1], 2), -x[0]))
-        r, name, lo, hi, ok = near[0]
-        return PairResult(item, name, n_grams, round(float(r), 6), lo, hi, bool(ok), sample)
+        r, name, lo_t, hi_t, ok = near[0]
+        return PairResult(item, name, n_grams, round(float(r), 6), lo_t, hi_t, bool(ok), sample)
 
-    def score_row(self, doc_tokens: list[int], hits: list[tuple[int, int, int]]) -> list[PairResult]:
-        """All candidate items of one document. ``hits``: ``(pos, kind, key index)`` from the kernel."""
+    def score_row(self, doc_tokens: list[int], hits: np.ndarray | list[tuple[int, int, int]]) -> list[PairResult]:
+        """All candidate items of one document. ``hits``: rows of ``(pos, kind, key index)`` from the kernel."""
         idx = self.index
-        grams: dict[int, list[tuple[int, int]]] = {}
-        phrases: dict[int, list[tuple[int, int, int]]] = {}
-        g = [(p, ix) for p, kind, ix in hits if kind == 0]
-        if g:
-            pos = np.array([p for p, _ in g], dtype=np.int64)
-            kix = np.array([ix for _, ix in g], dtype=np.int64)
-            lo, hi = self._post_off[kix], self._post_off[kix + 1]
-            cnt = hi - lo
+        arr = np.asarray(hits, dtype=np.int64).reshape(-1, 3)
+        g = arr[arr[:, 1] == 0]
+        by_item: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if len(g):
+            kix = g[:, 2]
+            lo = self._post_off[kix]
+            cnt = self._post_off[kix + 1] - lo
             rep = np.repeat(np.arange(len(kix)), cnt)
-            flat = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(lo, cnt)
-            items = self._post_item[flat]
+            items = self._post_item[np.repeat(lo - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))]
+            pos = g[:, 0][rep]
             keys = self._keys[kix][rep]
-            for item, p, key in zip(items.tolist(), pos[rep].tolist(), keys.tolist()):
-                grams.setdefault(item, []).append((p, key))
-        for pos_, kind, kix_ in hits:
-            if kind == 1:
-                items_, parts, lens = idx.phrase_entries(kix_)
-                for item, part, length in zip(items_.tolist(), parts.tolist(), lens.tolist()):
-                    phrases.setdefault(item, []).append((pos_, part, length))
-        return [self.score(doc_tokens, item, grams.get(item, []), phrases.get(item, []))
-                for item in sorted(set(grams) | set(phrases))]
+            order = np.argsort(items, kind="stable")
+            items, pos, keys = items[order], pos[order], keys[order]
+            uniq, starts = np.unique(items, return_index=True)
+            ends = np.append(starts[1:], len(items))
+            for it_, a, b in zip(uniq.tolist(), starts.tolist(), ends.tolist()):
+                by_item[it_] = (pos[a:b], keys[a:b])
+        phrases: dict[int, list[tuple[int, int, int]]] = {}
+        for pos_, kind, kix_ in arr[arr[:, 1] == 1].tolist():
+            items_, parts, lens = idx.phrase_entries(kix_)
+            for item, part, length in zip(items_.tolist(), parts.tolist(), lens.tolist()):
+                phrases.setdefault(item, []).append((pos_, part, length))
+        empty_p, empty_k = np.zeros(0, np.int64), np.zeros(0, np.uint64)
+        out = []
+        for item in sorted(set(by_item) | set(phrases)):
+            gp, gk = by_item.get(item, (empty_p, empty_k))
+            out.append(self.score(doc_tokens, item, gp, gk, phrases.get(item, [])))
+        return out
 
 
 def group_hits(hit_row: np.ndarray, hit_pos: np.ndarray, hit_kind: np.ndarray, hit_idx: np.ndarray
-               ) -> dict[int, list[tuple[int, int, int]]]:
-    """Kernel hits grouped by row: ``{row: [(pos, kind, key index), ...]}``."""
-    out: dict[int, list[tuple[int, int, int]]] = {}
-    for r, p, k, i in zip(hit_row.tolist(), hit_pos.tolist(), hit_kind.tolist(), hit_idx.tolist()):
-        out.setdefault(r, []).append((p, k, i))
-    return out
+               ) -> dict[int, np.ndarray]:
+    """Kernel hits grouped by row: ``{row: array of (pos, kind, key index) rows}`` (hits sorted by row)."""
+    if not len(hit_row):
+        return {}
+    rows, starts = np.unique(hit_row, return_index=True)
+    ends = np.append(starts[1:], len(hit_row))
+    table = np.stack([hit_pos, hit_kind, hit_idx], axis=1).astype(np.int64)
+    return {r: table[a:b] for r, a, b in zip(rows.tolist(), starts.tolist(), ends.tolist())}

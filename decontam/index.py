@@ -86,13 +86,23 @@ class DecontamIndex:
 
     @property
     def grams(self) -> KeySet:
-        a = self.arrays
-        return KeySet(a["keys"], a["bitmap"], int(self.meta["bitmap_shift"]))
+        """The n-gram keys as the kernel reads them (built once: the bucket directory is derived)."""
+        ks = self.__dict__.get("_grams")
+        if ks is None:
+            a = self.arrays
+            ks = self.__dict__["_grams"] = KeySet(np.asarray(a["keys"]), np.asarray(a["bitmap"]),
+                                                  int(self.meta["bitmap_shift"]))
+        return ks
 
     @property
     def phrases(self) -> KeySet:
-        a = self.arrays
-        return KeySet(a["pkeys"], a["pbitmap"], int(self.meta["pbitmap_shift"]))
+        """The short-item phrase keys as the kernel reads them."""
+        ks = self.__dict__.get("_phrases")
+        if ks is None:
+            a = self.arrays
+            ks = self.__dict__["_phrases"] = KeySet(np.asarray(a["pkeys"]), np.asarray(a["pbitmap"]),
+                                                    int(self.meta["pbitmap_shift"]))
+        return ks
 
     def gram_items(self, key_idx: int) -> np.ndarray:
         a = self.arrays
@@ -166,8 +176,13 @@ def _csr(rows: np.ndarray, values: list[np.ndarray], nkeys: int) -> tuple[np.nda
     return off, values
 
 
-def build_index(benchmarks: list[Benchmark], options: IndexOptions | None = None) -> DecontamIndex:
-    """Build the index of ``benchmarks`` (deterministic: same inputs, same arrays)."""
+def build_index(benchmarks: list[Benchmark], options: IndexOptions | None = None,
+                profile: str | None = None) -> DecontamIndex:
+    """Build the index of ``benchmarks`` (deterministic: same inputs, same arrays).
+
+    ``profile`` records how the benchmarks were selected (``pretrain``, ``posttrain`` or
+    names), for reports.
+    """
     opt = options or IndexOptions()
     opt.validate()
     n, pn = opt.ngram, opt.min_phrase_tokens
@@ -280,6 +295,7 @@ def build_index(benchmarks: list[Benchmark], options: IndexOptions | None = None
     })
     meta = {
         "format": INDEX_FORMAT,
+        "profile": profile or ",".join(b.name for b in benchmarks),
         "mathcorpus_version": __version__,
         "options": asdict(opt),
         "benchmarks": [dict(b.describe(), sha256_16=_file_digest(b.path)) for b in benchmarks],

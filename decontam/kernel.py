@@ -613,7 +613,13 @@ class KeySet:
 
     @classmethod
     def empty(cls) -> "KeySet":
-        return cls(_EMPTY_U64, _EMPTY_BITMAP, 63)
+        global _EMPTY_KEYSET
+        if _EMPTY_KEYSET is None:
+            _EMPTY_KEYSET = cls(_EMPTY_U64, _EMPTY_BITMAP, 63)
+        return _EMPTY_KEYSET
+
+
+_EMPTY_KEYSET: KeySet | None = None
 
 
 def make_directory(keys: np.ndarray) -> tuple[np.ndarray, int]:

@@ -127,8 +127,28 @@ class DecontamConfig(StageConfig):
                             max_gram_items=self.max_gram_items, strip_figures=self.strip_figure_code)
 
 
+def profile_name(cfg: DecontamConfig) -> str:
+    """How the run's benchmarks were chosen, e.g. ``posttrain`` or ``posttrain+file:mine``."""
+    name = cfg.benchmarks or "pretrain"
+    extra = [f.split("=", 1)[0] for f in cfg.benchmark_file]
+    return name + "".join(f"+file:{e}" for e in extra)
+
+
 def report_dir_for(config: DecontamConfig, output: str) -> str:
     return config.report or os.path.join(output, REPORT_DEFAULT)
+
+
+_INDEX_CACHE: dict[tuple[str, float], DecontamIndex] = {}
+
+
+def _load_index(path: str) -> DecontamIndex:
+    """The index at ``path``, shared by the tasks that run one after another in a process."""
+    meta = os.path.join(path, "meta.json")
+    key = (os.path.abspath(path), os.path.getmtime(meta) if os.path.exists(meta) else 0.0)
+    if key not in _INDEX_CACHE:
+        _INDEX_CACHE.clear()
+        _INDEX_CACHE[key] = DecontamIndex.load(path)
+    return _INDEX_CACHE[key]
 
 
 def _unstrip(x: int, spans: list[tuple[int, int]]) -> int:
@@ -197,7 +217,8 @@ class DecontamStage(Stage):
             self.index_path = cfg.index
         else:
             path = os.path.join(self.report_dir, "index")
-            idx = build_index(load_benchmarks(cfg.benchmarks or "pretrain", cfg.benchmark_file), cfg.index_options())
+            idx = build_index(load_benchmarks(cfg.benchmarks or "pretrain", cfg.benchmark_file), cfg.index_options(),
+                              profile=profile_name(cfg))
             idx.save(path)
             self.index_path = path
         if cfg.fuzzy:
@@ -224,14 +245,21 @@ class DecontamStage(Stage):
 
     # -- task --------------------------------------------------------------------------------
     def setup(self, task: TaskContext) -> None:
+        task.extra["_cpu0"] = time.process_time()
         if self.index_path is None:
             raise FatalError("decontam: no index path was prepared; run the stage through run_stage "
                              "(or pass --index)")
-        self._index = DecontamIndex.load(self.index_path)
+        self._index = _load_index(self.index_path)
         self._confirmer = Confirmer(self._index, self.cfg.policy, self.cfg.lcs_threshold, self.cfg.window_slack)
         if self.cfg.fuzzy:
             self._fuzzy = self._build_fuzzy(self._index)
         task.extra.setdefault("index_bytes", self._index.nbytes())
+
+    def finish_task(self, task: TaskContext) -> None:
+        # CPU seconds of this task (setup, reading, checking and writing): MB/s per core
+        cpu0 = task.extra.pop("_cpu0", None)
+        if cpu0 is not None:
+            task.extra["cpu_seconds"] = round(time.process_time() - cpu0, 3)
 
     def _fields(self, batch: pa.RecordBatch, task: TaskContext) -> list[tuple[str, pa.Array, np.ndarray, np.ndarray | None]]:
         """``(field name, string array, batch row of each element, message index or None)``."""
@@ -478,7 +506,7 @@ def write_report(report: str, run: RunContext, summary: dict[str, Any], cfg: Dec
     excluded = dict(idx.meta["excluded"]) if idx else {}
     excluded["documents_with_figure_code"] = counters.get("figure_code_rows", 0)
     out = {
-        "profile": cfg.benchmarks or (",".join(idx.benchmark_names()) if idx else ""),
+        "profile": (idx.meta.get("profile") if idx else None) or cfg.benchmarks or "",
         "benchmarks": benchmarks,
         "docs_in": summary["docs_in"], "docs_kept": summary["kept"], "docs_removed": summary["removed"],
         "bytes_in": summary.get("bytes_in", 0),

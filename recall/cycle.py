@@ -194,6 +194,7 @@ class CycleRun:
         self.pool_files = list_input_files(cfg.pool)
         self.neg_files = list_input_files(cfg.negatives) if cfg.negatives else []
         self.state: dict[str, Any] = {}
+        self._extended = False
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -204,7 +205,9 @@ class CycleRun:
         return os.path.join(self.w, f"cycle-{k:03d}")
 
     def fingerprint(self) -> dict[str, Any]:
-        conf = {k: v for k, v in self.cfg.to_dict().items() if k not in _RESUMABLE}
+        """What must not change on resume: options, and the input files (absolute path, size)."""
+        skip = set(_RESUMABLE) | {"seed", "pool", "negatives", "workdir"}  # files are compared below
+        conf = {k: v for k, v in self.cfg.to_dict().items() if k not in skip}
         files = {name: [{"path": os.path.abspath(f), "bytes": os.path.getsize(f) if os.path.exists(f) else None}
                         for f in fl]
                  for name, fl in (("seed", self.seed_files), ("pool", self.pool_files), ("negatives", self.neg_files))}
@@ -239,7 +242,7 @@ class CycleRun:
                     and self.cfg.cycles > len(st["cycles"]):
                 self.state["status"] = "running"
                 self.state["stop_reason"] = None
-                self._record(0, "extend", {"cycles": self.cfg.cycles})
+                self._extended = True
             return
         if os.path.isdir(self.w) and any(not n.startswith(".") for n in os.listdir(self.w)):
             raise ConfigError(f"{self.w}: the folder exists, is not empty and holds no recall cycle state; "
@@ -301,6 +304,8 @@ class CycleRun:
         self._load_or_init()
         self._lock()
         try:
+            if self._extended:
+                self._record(0, "extend", {"cycles": self.cfg.cycles})
             if self.state["census"] is None:
                 self._init_step()
             while self.state["status"] == "running":
@@ -490,7 +495,8 @@ class CycleRun:
                      "pool negatives")
             rep = train(data, path, cfg, inputs=[f"cycle {k} {s} training set"],
                         extra={"cycle": k, "pool_source": s})
-            models[s] = {"path": os.path.relpath(path, self.w), "tag": rep["tag"], "sha256": rep["sha256"], "positives": pos.num_rows,
+            models[s] = {"path": os.path.relpath(path, self.w), "tag": rep["tag"], "sha256": rep["sha256"],
+                         "positives": pos.num_rows,
                          "negatives": neg.num_rows, "eval": _short_eval(rep.get("eval"))}
         score_cfg = {"model": self._model_path(models[self._main_source()]),
                      "source_models": {s: self._model_path(m) for s, m in models.items()},
@@ -527,39 +533,50 @@ class CycleRun:
         out = os.path.join(self.cycle_dir(k), "scores")
         self.log(f"cycle {k}: scoring the pool ({self.state['census']['pool_docs']:,} documents)")
         summary = run_stage(ScoreStage(cfg), self.pool_files, out, self.opts)
-        self._cycle(k)["steps"]["score"] = {"done": _now(), "output": os.path.relpath(out, self.w), "docs": summary.get("docs_in"),
+        self._cycle(k)["steps"]["score"] = {"done": _now(), "output": os.path.relpath(out, self.w),
+                                            "docs": summary.get("docs_in"),
                                             "seconds": summary.get("seconds")}
         self._record(k, "score", {"output": os.path.relpath(out, self.w), "docs": summary.get("docs_in")})
 
-    def _scores_table(self, k: int) -> pa.Table:
-        """id, source, math_score, url, domain of every pool document scored in cycle ``k``."""
-        parts = []
+    def _score_batches(self, k: int) -> Iterator[pa.Table]:
+        """id, source, math_score, url, domain, recalled of the pool scored in cycle ``k``, in batches."""
         # no text column, so not through iter_batches (which requires id and text)
         for path in list_input_files(os.path.join(self.cycle_dir(k), "scores")):
-            for b in pq.ParquetFile(path).iter_batches(batch_size=1 << 20):
-                parts.append(pa.table({"id": b.column("id"), "source": self._sources(b),
-                                       "math_score": b.column(schema.MATH_SCORE),
-                                       "url": _string_column(b, schema.URL),
-                                       "domain": _string_column(b, schema.DOMAIN)}))
-        return pa.concat_tables(parts).combine_chunks()
+            for b in pq.ParquetFile(path).iter_batches(batch_size=self.opts.batch_rows * 8):
+                src = self._sources(b)
+                scores = b.column(schema.MATH_SCORE).to_numpy(zero_copy_only=False)
+                thr = np.full(len(scores), self.cfg.threshold)
+                for name, t in self.cfg.source_thresholds.items():
+                    thr[pc.equal(src, name).to_numpy(zero_copy_only=False)] = t
+                yield pa.table({"id": b.column("id"), "source": src, "math_score": b.column(schema.MATH_SCORE),
+                                "url": _string_column(b, schema.URL), "domain": _string_column(b, schema.DOMAIN),
+                                "recalled": pa.array(scores >= thr)})
 
     def _step_stats(self, k: int) -> None:
-        t = self._scores_table(k)
-        src = t.column("source")
-        thr = np.array([self.cfg.threshold_for(s) for s in src.to_pylist()]) if t.num_rows else np.zeros(0)
-        scores = t.column("math_score").to_numpy()
-        rec = scores >= thr
-        t = t.append_column("recalled", pa.array(rec))
-        recalled = t.filter(pa.array(rec)).select(["id", "source", "domain", "math_score"]).sort_by("id")
+        """One streaming pass over the cycle's scores (a second one only over math domains)."""
+        hist: dict[str, np.ndarray] = {}
+        by_source: Counter = Counter()
+        recalled_parts: list[pa.Table] = []
+        domain_parts: list[pa.Table] = []
+        n_docs = 0
+        for t in self._score_batches(k):
+            n_docs += t.num_rows
+            src = t.column("source")
+            scores = t.column("math_score").to_numpy(zero_copy_only=False)
+            rec = t.column("recalled").to_numpy(zero_copy_only=False)
+            for name in pc.unique(src).to_pylist():
+                m = pc.equal(src, name).to_numpy(zero_copy_only=False)
+                h = np.histogram(scores[m], bins=HIST_BINS, range=(0.0, 1.0))[0]
+                hist[name] = hist.get(name, np.zeros(HIST_BINS, np.int64)) + h
+                by_source[name] += int(rec[m].sum())
+            recalled_parts.append(t.filter(t.column("recalled")).select(["id", "source", "domain", "math_score"]))
+            has = t.filter(pc.invert(pc.is_null(t.column("domain"))))
+            if has.num_rows:
+                domain_parts.append(has.group_by("domain").aggregate([("recalled", "sum"), ("recalled", "count")]))
+        recalled = pa.concat_tables(recalled_parts).sort_by("id")
         d = self.cycle_dir(k)
         _write_parquet(os.path.join(d, "recalled.parquet"), recalled)
-        hist: dict[str, list[int]] = {}
-        by_source: dict[str, int] = {}
-        for s in sorted(set(src.to_pylist())):
-            m = pc.equal(src, s).to_numpy(zero_copy_only=False)
-            hist[s] = np.histogram(scores[m], bins=HIST_BINS, range=(0.0, 1.0))[0].tolist()
-            by_source[s] = int(rec[m].sum())
-        n_rec = int(rec.sum())
+        n_rec = recalled.num_rows
         prev_ids: pa.Array | None = None
         if k > 1:
             prev_ids = pq.read_table(os.path.join(self.cycle_dir(k - 1), "recalled.parquet"), columns=["id"]) \
@@ -574,12 +591,13 @@ class CycleRun:
             union = n_rec + len(prev_ids) - inter
             jacc = inter / union if union else None
         heldout = self._heldout_recall(k)
-        domains, candidates = self._domain_stats(t, k)
+        domains, candidates = self._domain_stats(domain_parts, k)
         _write_parquet(os.path.join(d, "domains.parquet"), domains)
-        stats = {"cycle": k, "pool_docs": t.num_rows, "recalled": n_rec, "recalled_by_source": by_source,
+        stats = {"cycle": k, "pool_docs": n_docs, "recalled": n_rec,
+                 "recalled_by_source": dict(sorted(by_source.items())),
                  "new": new, "new_share": (new / n_rec) if n_rec else 0.0, "kept_from_previous": inter,
                  "overlap_previous": overlap, "jaccard_previous": jacc, "heldout_seed_recall": heldout,
-                 "histogram": {"bins": HIST_BINS, "by_source": hist},
+                 "histogram": {"bins": HIST_BINS, "by_source": {n: h.tolist() for n, h in sorted(hist.items())}},
                  "math_domains": int(pc.sum(domains.column("math_domain")).as_py() or 0) if domains.num_rows else 0,
                  "candidates": candidates}
         atomic_write_json(os.path.join(d, "stats.json"), stats)
@@ -587,7 +605,7 @@ class CycleRun:
         step["done"] = _now()
         step["candidates"] = len(candidates)
         self._cycle(k)["steps"]["stats"] = step
-        self.log(f"cycle {k}: recalled {n_rec:,} of {t.num_rows:,} ({new:,} new); held-out seed recall "
+        self.log(f"cycle {k}: recalled {n_rec:,} of {n_docs:,} ({new:,} new); held-out seed recall "
                  f"{_fmt(heldout.get('all'))}; {len(candidates)} expansion candidate(s)")
         stop = None
         if k > 1 and stats["new_share"] < self.cfg.stop_new_share:
@@ -620,17 +638,16 @@ class CycleRun:
         out["documents"] = total
         return out
 
-    def _domain_stats(self, t: pa.Table, k: int) -> tuple[pa.Table, list[dict[str, Any]]]:
-        """Per-domain recall rates and the URL path prefixes proposed for expansion."""
-        has = t.filter(pc.invert(pc.is_null(t.column("domain"))))
-        empty = pa.table({"domain": pa.array([], pa.string()), "pages": pa.array([], pa.int64()),
-                          "recalled": pa.array([], pa.int64()), "recall_rate": pa.array([], pa.float64()),
-                          "math_domain": pa.array([], pa.bool_())})
-        if has.num_rows == 0:
-            return empty, []
-        g = has.group_by("domain").aggregate([("recalled", "sum"), ("recalled", "count")])
-        g = pa.table({"domain": g.column("domain"), "pages": pc.cast(g.column("recalled_count"), pa.int64()),
-                      "recalled": pc.cast(g.column("recalled_sum"), pa.int64())})
+    def _domain_stats(self, parts: list[pa.Table], k: int) -> tuple[pa.Table, list[dict[str, Any]]]:
+        """Per-domain recall rates (from per-batch partial counts) and the URL path prefixes
+        proposed for expansion (from a second pass over the math domains' pages only)."""
+        if not parts:
+            return pa.table({"domain": pa.array([], pa.string()), "pages": pa.array([], pa.int64()),
+                             "recalled": pa.array([], pa.int64()), "recall_rate": pa.array([], pa.float64()),
+                             "math_domain": pa.array([], pa.bool_())}), []
+        g = pa.concat_tables(parts).group_by("domain").aggregate([("recalled_sum", "sum"), ("recalled_count", "sum")])
+        g = pa.table({"domain": g.column("domain"), "pages": pc.cast(g.column("recalled_count_sum"), pa.int64()),
+                      "recalled": pc.cast(g.column("recalled_sum_sum"), pa.int64())})
         rate = pc.divide(pc.cast(g.column("recalled"), pa.float64()), pc.cast(g.column("pages"), pa.float64()))
         math_dom = pc.and_(pc.greater(rate, self.cfg.domain_threshold),
                            pc.greater_equal(g.column("pages"), self.cfg.min_domain_pages))
@@ -639,9 +656,11 @@ class CycleRun:
         mdoms = g.filter(g.column("math_domain"))
         if mdoms.num_rows == 0:
             return g, []
+        sub = pa.concat_tables([t.filter(pc.fill_null(pc.is_in(t.column("domain"), mdoms.column("domain")), False))
+                                .select(["domain", "url", "recalled"]) for t in self._score_batches(k)])
         reviewed = {(r["domain"], r["path_prefix"]) for r in self.state.get("reviewed", [])}
         accepted = [(r["domain"], r["path_prefix"]) for r in self.state.get("accepted", [])]
-        sub = has.filter(pc.is_in(has.column("domain"), mdoms.column("domain")))
+        sub = sub.combine_chunks()
         paths = _url_path(sub.column("url").combine_chunks())
         dom_info = {r["domain"]: r for r in mdoms.to_pylist()}
         levels: dict[int, dict[tuple[str, str], tuple[int, int]]] = {}

@@ -23,6 +23,7 @@ from corpus.errors import ConfigError
 from corpus.registry import get_stage_class
 from corpus.runner import RunOptions, run_stage
 from synth.stage import SynthConfig, SynthStage
+from synth.tasks import BUNDLED_DIR, list_templates, load_template, parse_template
 
 REJECTED_DIR = "_rejected"
 REPORT_DIR = "_decontam"
@@ -154,8 +155,9 @@ def _human(result: dict[str, Any]) -> None:
     s = result["synth"]
     c = s.get("counters", {})
     click.echo(summary_line(s))
+    side = os.path.join(s["output"], "_side", "synth_rejected")
     click.echo(f"samples: {c.get('samples_generated', 0):,} generated, {c.get('samples_accepted', 0):,} accepted, "
-               f"{c.get('samples_rejected', 0):,} rejected (in {os.path.join(s['output'], '_side', 'synth_rejected')}); "
+               f"{c.get('samples_rejected', 0):,} rejected (in {side}); "
                f"{c.get('seeds_resumed', 0):,} seed(s) resumed from cache")
     g = result.get("gate")
     if g is None:
@@ -165,3 +167,41 @@ def _human(result: dict[str, Any]) -> None:
     else:
         click.echo(f"decontamination gate: {g['docs_in']:,} records checked, {g['kept']:,} accepted into "
                    f"{result['output']}, {g['removed']:,} rejected into {result['rejected_dir']}")
+
+
+@synth_group.command("templates")
+@click.option("--templates-dir", default=None, help="Also list templates from this folder (searched first by runs).")
+@json_option
+def templates_command(templates_dir: str | None, as_json: bool) -> None:
+    """List the prompt templates a run can use (id@version, task, file).
+
+    Copy a bundled file, edit it, bump its version and pass --template PATH (or put it in
+    --templates-dir) to use your own wording; records then carry the new id@version.
+
+    \b
+    Example:
+      mathcorpus synth templates
+    """
+    rows = []
+    for ref in list_templates(templates_dir):
+        tmpl = load_template(ref, _task_of(ref, templates_dir), templates_dir=templates_dir)
+        rows.append({"template": tmpl.ref, "task": tmpl.task, "tir": tmpl.tir, "description": tmpl.description,
+                     "file": tmpl.source, "sha": tmpl.sha})
+
+    def human(rs: list[dict[str, Any]]) -> None:
+        for r in rs:
+            click.echo(f"{r['template']:<16} {r['task']:<8} {r['description']}  ({r['file']})")
+
+    emit(rows, as_json, human)
+
+
+def _task_of(ref: str, templates_dir: str | None) -> str:
+    """The task a template file declares (read without knowing it in advance)."""
+    from pathlib import Path
+
+    name, _, version = ref.partition("@")
+    for d in ([Path(templates_dir)] if templates_dir else []) + [BUNDLED_DIR]:
+        p = d / f"{name}.{version}.yaml"
+        if p.is_file():
+            return parse_template(p.read_text(encoding="utf-8"), str(p)).task
+    raise ConfigError(f"synth: template {ref} not found")

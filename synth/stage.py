@@ -95,6 +95,8 @@ class SynthConfig(StageConfig):
     repetition_penalty: float = opt(1.0, help="Repetition penalty (1.0 = off).")
     stop: list[str] = opt(help="Extra stop strings, comma-separated.", factory=list)
     seed: int = opt(0, help="Base seed; each request's seed is derived from it and the seed document id.")
+    sources: list[str] = opt(help="Only documents whose 'source' is one of these are seeds (e.g. qa); the others "
+                                  "are removed with reason synth:source_not_selected. Default: all.", factory=list)
     answer_column: str = opt("answer", help="solve: input column holding the reference answer.")
     solution_column: str = opt("solution", help="solve: input column holding a reference solution whose final "
                                                 "answer (\\boxed{}) is used when answer_column is empty.")
@@ -480,7 +482,14 @@ class SynthStage(Stage):
     def process_batch(self, batch: pa.RecordBatch, task: TaskContext) -> BatchResult:
         assert self.cache is not None
         t0 = time.perf_counter()
-        seeds = self._seeds(batch)
+        skipped = pa.array([False] * batch.num_rows, pa.bool_())
+        if self.config.sources:
+            src = batch.column(schema.SOURCE) if schema.SOURCE in batch.schema.names else \
+                pa.nulls(batch.num_rows, pa.string())
+            skipped = pc.invert(pc.fill_null(pc.is_in(src, value_set=pa.array(self.config.sources, pa.string())),
+                                             False))
+            task.counters["seeds_source_not_selected"] += pc.sum(skipped).as_py() or 0
+        seeds = [s for s, skip in zip(self._seeds(batch), skipped.to_pylist()) if not skip]
         todo = [s for s in seeds if not self.cache.done(s.id)]
         generated = self.cache.completions([s.id for s in seeds if self.cache.done(s.id)])
         task.counters["seeds_resumed"] += len(generated)
@@ -502,10 +511,13 @@ class SynthStage(Stage):
         task.counters["samples_accepted"] += accepted.num_rows
         task.counters["samples_rejected"] += rejected.num_rows
         ok_seeds = set(accepted.column(schema.SYNTH_SEED_ID).to_pylist())
-        keep_mask = pa.array([s.id in ok_seeds for s in seeds], pa.bool_())
-        removed = batch.filter(pc.invert(keep_mask))
+        ids = batch.column(schema.ID).to_pylist()
+        reasons = [None if i in ok_seeds else ("synth:source_not_selected" if skip else "synth:no_accepted_sample")
+                   for i, skip in zip(ids, skipped.to_pylist())]
+        gone = pa.array([r is not None for r in reasons], pa.bool_())
+        removed = batch.filter(gone)
         if removed.num_rows:
             removed = removed.append_column(schema.REMOVAL_REASON,
-                                            pa.array(["synth:no_accepted_sample"] * removed.num_rows, pa.string()))
+                                            pa.array([r for r in reasons if r is not None], pa.string()))
         task.extra["stage_seconds"] += time.perf_counter() - t0
         return BatchResult(kept=accepted, removed=removed, inputs_kept=len(ok_seeds))

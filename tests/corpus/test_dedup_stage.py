@@ -239,9 +239,10 @@ def test_lost_work_files_of_a_finished_step_fail_clearly(corpus_dir: dict[str, A
     with pytest.raises(FatalError) as e:
         run_stage(stage, [str(corpus_dir["dir"])], str(out))
     assert str(e.value) == (f"{cluster_file}: the dedup cluster file is missing although the global step is marked "
-                            "done (was OUTPUT/_work deleted while the stage was incomplete?); rerun with --overwrite "
-                            "to redo the stage")
-    s = run_stage(stage, [str(corpus_dir["dir"])], str(out), RunOptions(overwrite=True))
+                            f"done (was OUTPUT/_work deleted while the stage was incomplete?); delete {out} and run "
+                            "the stage again")
+    shutil.rmtree(out)
+    s = run_stage(stage, [str(corpus_dir["dir"])], str(out))
     assert s["removed"] == len(corpus_dir["expect"]["exact"])
 
 

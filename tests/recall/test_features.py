@@ -11,7 +11,8 @@ from recall.features import crop_lines, preprocess, preprocess_one, preprocess_r
 
 # pieces that exercise every rule, mixed with arbitrary text by hypothesis
 PIECES = ["http://", "https://x.org/a?b=1", "HTTP://A.B", "ftp://f", "www.", "www.e.com", "a.b+c@d-e.fg", "@",
-          "<br>", "</DIV>", "<b class='x'>", "<a\thref=y>", "<br />", "<b =", "<span\n>", "<p/>", "<h1 >", "<bx>", "a <b and c> d", "&amp;",
+          "<br>", "</DIV>", "<b class='x'>", "<a\thref=y>", "<br />", "<b =", "<span\n>", "<p/>", "<h1 >", "<bx>",
+          "a <b and c> d", "&amp;",
           "&#123;", "&#x1F;", "&AMP", "@-@", "@,@", "\\frac", "\\\\", "\\{", "\\", "\\alpha2", "$x^2_1$",
           "（３）", "ＡＢ", "小明有3个苹果", "，。", "Ωmega", "Straße", "ǅ", "İ", "\u212a", "\u3000", "\xa0", "😀",
           "∑≤∫", "\n\t\r", "\x00", " "]

@@ -229,8 +229,10 @@ def test_http_reward_scorer_reads_pooling_scores(fake_openai: FakeOpenAI) -> Non
     got = s.score([[{"role": "user", "content": "q"}]] * 2, ["ab", "abcd"])
     assert got == [2.0, 4.0]
     assert fake_openai.paths == ["/pooling", "/pooling"]
-    assert fake_openai.requests[0]["model"] == "rm"
-    assert fake_openai.requests[0]["messages"][-1] == {"role": "assistant", "content": "ab"}
+    assert {r["model"] for r in fake_openai.requests} == {"rm"}
+    # requests run concurrently, so they arrive in any order; scores come back in input order
+    assert sorted(r["messages"][-1]["content"] for r in fake_openai.requests) == ["ab", "abcd"]
+    assert all(r["messages"][0] == {"role": "user", "content": "q"} for r in fake_openai.requests)
 
 
 def test_http_reward_scorer_errors(fake_openai: FakeOpenAI) -> None:

@@ -53,7 +53,8 @@ def test_every_task_end_to_end_with_the_tiny_model(tmp_path: Path, tiny_model_di
     src = write_jsonl(tmp_path / "seeds.jsonl", seeds)
     out = tmp_path / "out"
     args = ["synth", "run", str(src), "-o", str(out), "--task", task, "--engine", "transformers",
-            "--model", str(tiny_model_dir), "--max-tokens", "8", "--seed", "7", "--torch-threads", "1", "--json", *extra]
+            "--model", str(tiny_model_dir), "--max-tokens", "8", "--seed", "7", "--torch-threads", "1", "--json",
+            *extra]
     r = _invoke(args)
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
@@ -189,7 +190,8 @@ def test_gate_staging_folder_rules(tmp_path: Path, fake_openai: FakeOpenAI) -> N
     base = ["synth", "run", str(src), "--task", "solve", "--engine", "openai", "--base-url", fake_openai.base_url,
             "--model", "t", "--n", "1"]
     r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "o"), "--staging", str(tmp_path / "o")])
-    assert r.exit_code == 2 and r.output.strip() == f"Error: --staging {tmp_path / 'o'} must differ from the output folder"
+    assert r.exit_code == 2
+    assert r.output.strip() == f"Error: --staging {tmp_path / 'o'} must differ from the output folder"
     r = _invoke([*base, "-o", str(tmp_path / "o"), "--staging", str(tmp_path / "stage"), "--json"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "stage" / "_synth_cache").is_dir() and json.loads(r.stdout)["gate"]["kept"] == 1
@@ -198,3 +200,13 @@ def test_gate_staging_folder_rules(tmp_path: Path, fake_openai: FakeOpenAI) -> N
     r = _invoke([*base, "-o", str(tmp_path / "none")])
     assert r.exit_code == 0, r.output
     assert "decontamination gate: nothing to check (the synth stage accepted no records)" in r.stdout
+
+
+def test_templates_command_lists_bundled_and_user_templates(tmp_path: Path) -> None:
+    r = _invoke(["synth", "templates", "--json"])
+    rows = {x["template"]: x for x in json.loads(r.stdout)}
+    assert {"rewrite@v1", "qa@v1", "solve@v1", "solve-tir@v1"} <= set(rows)
+    assert rows["solve-tir@v1"]["tir"] is True and rows["qa@v1"]["task"] == "qa"
+    (tmp_path / "rewrite.v2.yaml").write_text("id: rewrite\nversion: v2\ntask: rewrite\nuser: 'Clean up: {{ text }}'\n")
+    r = _invoke(["synth", "templates", "--templates-dir", str(tmp_path)])
+    assert r.exit_code == 0 and any(line.startswith("rewrite@v2       rewrite") for line in r.stdout.splitlines())

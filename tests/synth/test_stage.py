@@ -98,6 +98,17 @@ def test_seeds_without_accepted_samples_are_removed_with_a_reason(tmp_path: Path
     assert removed.column("id").to_pylist() == ["g1", "g2"] and "answer" in removed.schema.names
 
 
+def test_sources_option_selects_seeds(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    fake_openai.reply = _solver
+    rows = [dict(p, source=src) for p, src in zip(PROBLEMS, ["qa", "web", None, "qa"])]
+    src = write_jsonl(tmp_path / "p.jsonl", rows)
+    s = run_stage(SynthStage(_cfg(fake_openai, sources=["qa"])), [str(src)], str(tmp_path / "out"), RunOptions())
+    assert s["removed_by_reason"] == {"synth:source_not_selected": 2} and s["kept_inputs"] == 2
+    assert s["counters"]["seeds_source_not_selected"] == 2 and len(fake_openai.requests) == 2
+    assert sorted(read_table(str(tmp_path / "out" / "_removed")).column("id").to_pylist()) == ["g2", "g3"]
+    assert {r["synth_seed_id"] for r in read_table(str(tmp_path / "out")).to_pylist()} == {"g1", "g4"}
+
+
 def test_resume_skips_seeds_already_generated(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     fake_openai.reply = _solver
     rows = [dict(p, id=f"{p['id']}-{k}") for k in range(2) for p in PROBLEMS]  # 8 seeds, 4 chunks of 2

@@ -45,7 +45,8 @@ def test_user_templates_override_and_newest_version_wins(tmp_path: Path) -> None
     assert load_template(None, "solve", templates_dir=str(tmp_path)).ref == "solve@v10"
     v2 = load_template("solve@v2", "solve", templates_dir=str(tmp_path))
     assert v2.render(problem="p")[0]["content"].startswith("Think carefully")
-    assert load_template("solve@v1", "solve", templates_dir=str(tmp_path)).source.endswith("synth/templates/solve.v1.yaml")
+    bundled = load_template("solve@v1", "solve", templates_dir=str(tmp_path))
+    assert bundled.source.endswith("synth/templates/solve.v1.yaml")
     by_path = load_template(str(tmp_path / "solve.v2.yaml"), "solve")
     assert by_path.ref == "solve@v2" and by_path.sha != load_template("solve@v1", "solve").sha
 
@@ -118,7 +119,8 @@ def test_judge_solve_against_reference() -> None:
     out = judge_solve("p", comps, "1/2", SolveOptions())
     assert [s.verdict for s in out] == ["correct", "correct", "incorrect", "no_answer", "duplicate", "truncated"]
     assert out[0].meta["answer"] == "\\frac{1}{2}" and out[0].meta["reference"] == "1/2"
-    assert out[0].meta["select"] == "reference" and out[0].text == "Problem:\np\n\nSolution:\n... so \\boxed{\\frac{1}{2}}"
+    assert out[0].meta["select"] == "reference"
+    assert out[0].text == "Problem:\np\n\nSolution:\n... so \\boxed{\\frac{1}{2}}"
 
 
 def test_judge_solve_majority_without_reference() -> None:
@@ -174,7 +176,8 @@ def test_tir_loop_runs_code_in_the_sandbox_and_continues(fake_openai: FakeOpenAI
     def reply(body: dict[str, Any], i: int) -> str:
         msgs = body["messages"]
         if msgs[-1]["role"] == "user":
-            return "We factor.\n```python\nimport sympy\nx = sympy.Symbol('x')\nr = sympy.solve(x**2-5*x+6, x)\nprint(r)\n```\n"
+            return ("We factor.\n```python\nimport sympy\nx = sympy.Symbol('x')\n"
+                    "r = sympy.solve(x**2-5*x+6, x)\nprint(r)\n```\n")
         prefix = msgs[-1]["content"]
         found = re.findall(r"```output\n(.*?)\n```", prefix, re.S)
         if len(found) == 1:
@@ -184,7 +187,8 @@ def test_tir_loop_runs_code_in_the_sandbox_and_continues(fake_openai: FakeOpenAI
     fake_openai.reply = reply
     eng = OpenAIEngine("teacher", base_url=fake_openai.base_url, max_retries=0)
     tmpl = load_template(None, "solve", tir=True)
-    req = GenRequest("p1", tmpl.render(problem="Sum of roots of x^2-5x+6?"), SamplingConfig(n=2, seed=3, stop=tmpl.stop))
+    req = GenRequest("p1", tmpl.render(problem="Sum of roots of x^2-5x+6?"),
+                     SamplingConfig(n=2, seed=3, stop=tmpl.stop))
     results = eng.generate([req])
     run_tir(eng, [req], results, Sandbox(timeout_s=20), max_calls=4, workers=2, base_seed=0)
     for c in results[0].completions:
