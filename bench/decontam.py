@@ -8,7 +8,7 @@ What it measures (numbers go to BENCHMARKS.md, section "Decontamination engine")
   so the figure does not depend on how busy the shared machine is; wall-clock MB/s is
   printed too. Peak RSS of the run and the in-memory size of the index are reported.
 * the peer: datatrove 0.10 ``NGramsDecontFilter`` (13-grams, query, label and overlap grams)
-  on the first ``--peer-mb`` of the same documents, with its index built from the same
+  on about ``--peer-mb`` of the same documents (every k-th document of copy 0), with its index built from the same
   benchmark texts by its own ``NGramsDecontIndexer.compute_hashes`` (its ``run`` needs
   lighteval and the hub, so the method is called on a stand-in with the same attributes).
   Only the peer's filter loop is timed (no Parquet I/O), which flatters the peer.
@@ -174,30 +174,29 @@ def peer_worker(input_dir: str, peer_mb: float, index_dir: str, out_json: str) -
         with open(os.path.join(index_dir, f"{b.name}.index.hashes"), "wb") as fh:
             arr.tofile(fh)
     index_cpu = time.process_time() - t0
-    docs = []
-    budget = int(peer_mb * 1_000_000)
-    for f in sorted(Path(input_dir).glob("*.parquet")):
-        for row in pq.read_table(f, columns=["id", "text"]).to_pylist():
-            docs.append(Document(text=row["text"], id=row["id"]))
-            budget -= len(row["text"].encode("utf-8"))
-            if budget <= 0:
-                break
-        if budget <= 0:
-            break
+    # every k-th document of the first shard (copy 0, with the planted items), so the peer
+    # sees the same mix of web pages, math pages, word problems, news and Chinese text
+    rows = pq.read_table(sorted(Path(input_dir).glob("*.parquet"))[0], columns=["id", "text"]).to_pylist()
+    total = sum(len(r["text"].encode("utf-8")) for r in rows)
+    stride = max(1, round(total / (peer_mb * 1_000_000)))
+    docs = [Document(text=r["text"], id=r["id"]) for r in rows[::stride]]
     filt = NGramsDecontFilter(index_folder=index_dir, config=cfg)
     filt.hash_func = _peer_hash
     filt.load_index_hashes()
     nbytes = sum(len(d.text.encode("utf-8")) for d in docs)
     t0, w0 = time.process_time(), time.monotonic()
     flagged = []
+    grams = {}
     for d in docs:
         res = filt.filter(d)
         keep = res[0] if isinstance(res, tuple) else res
         if not keep:
             flagged.append(d.id)
+            grams[d.id] = [d.metadata.get("contaminated_task"), d.metadata.get("contaminated_ngram")]
     cpu, wall = time.process_time() - t0, time.monotonic() - w0
     Path(out_json).write_text(json.dumps({"docs": len(docs), "bytes": nbytes, "cpu": cpu, "wall": wall,
-                                          "flagged": flagged, "index_cpu": index_cpu}))
+                                          "flagged": flagged, "index_cpu": index_cpu, "grams": grams,
+                                          "doc_ids": [d.id for d in docs]}))
 
 
 def index_memory_worker(index_dir: str, out_json: str) -> None:
@@ -276,6 +275,8 @@ def main() -> None:
     removed_ids = set(pq.read_table(rep / "removed", columns=["id"]).column("id").to_pylist()) \
         if summary["docs_removed"] else set()
     found = sum(1 for k in planted if k in removed_ids)
+    mt = pq.read_table(rep / "matches.parquet", columns=["doc_id", "grams_matched", "tier"]).to_pylist()
+    shared_gram_docs = {m["doc_id"] for m in mt if m["tier"] == "exact" and m["grams_matched"] > 0}
 
     print(f"running the datatrove peer on {args.peer_mb} MB ...", file=sys.stderr)
     peer_json = work / "peer.json"
@@ -285,6 +286,8 @@ def main() -> None:
                           str(peer_json)])
     peer = json.loads(peer_json.read_text())
 
+    peer_ids = set(peer["doc_ids"])
+    peer_flagged = set(peer["flagged"])
     ours_core = nbytes / 1e6 / ours["cpu"]
     ours_wall = nbytes / 1e6 / ours["wall"]
     peer_core = peer["bytes"] / 1e6 / peer["cpu"]
@@ -301,6 +304,7 @@ def main() -> None:
                  "peak_rss_mb": round(ours["rss_mb"], 1), "index_mb": index_info["megabytes"],
                  "index_rss_mb": index_mem["index_rss_mb"],
                  "docs_removed": summary["docs_removed"], "candidate_pairs": summary["candidate_pairs"],
+                 "docs_sharing_a_13gram": len(shared_gram_docs),
                  "planted": len(planted), "planted_found": found,
                  "fallback_rows": summary["kernel"]["fallback_rows"],
                  "python_rows": summary["kernel"]["python_rows"]},
@@ -310,24 +314,30 @@ def main() -> None:
                  "input_mb": round(peer["bytes"] / 1e6, 2), "docs": peer["docs"], "cpu_s": round(peer["cpu"], 2),
                  "wall_s": round(peer["wall"], 2), "mb_per_s_per_core": round(peer_core, 3),
                  "mb_per_s_wall": round(peer_wall, 3), "flagged": len(peer["flagged"]),
-                 "peak_rss_mb": round(peer_proc["rss_mb"], 1), "index_cpu_s": round(peer["index_cpu"], 1)},
+                 "peak_rss_mb": round(peer_proc["rss_mb"], 1), "index_cpu_s": round(peer["index_cpu"], 1),
+                 "same_docs_removed_by_ours": len(peer_ids & removed_ids),
+                 "same_docs_planted": len(peer_ids & set(planted)),
+                 "flagged_and_removed_by_ours": len(peer_flagged & removed_ids),
+                 "flagged_planted": len(peer_flagged & set(planted))},
         "ratio_per_core": round(ours_core / peer_core, 1),
         "command": f".venv/bin/python bench/decontam.py --mb {args.mb} --peer-mb {args.peer_mb}",
     }
-    (work / "result.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    result["peer_only_examples"] = [[k] + peer["grams"][k] for k in sorted(peer_flagged - removed_ids)][:8]
+    (work / "result.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    print(json.dumps(result, indent=2, ensure_ascii=False))
     o, p = result["ours"], result["peer"]
     print(f"""
 | | ours (`decontam run`, posttrain) | datatrove NGramsDecontFilter |
 |---|---|---|
-| text checked | {result['input_mb']} MB, {result['docs_in']:,} docs, Parquet in/out + report | {p['input_mb']} MB (same docs, first part), filter loop only |
+| text checked | {result['input_mb']} MB, {result['docs_in']:,} docs, Parquet in/out + report | {p['input_mb']} MB (every k-th of the same docs), filter loop only |
 | CPU time | {o['cpu_s']} s | {p['cpu_s']} s |
 | **MB/s per core** (bytes / CPU s, whole command) | **{o['mb_per_s_per_core']}** | {p['mb_per_s_per_core']} |
 | MB/s per core inside the tasks (read, check, write) | {o['in_task_mb_per_s_per_core']} | - |
 | MB/s wall (shared machine) | {o['mb_per_s_wall']} | {p['mb_per_s_wall']} |
 | peak RSS of the process | {o['peak_rss_mb']} MB | {p['peak_rss_mb']} MB |
 | index memory per worker | {o['index_rss_mb']} MB resident ({o['index_mb']} MB of arrays) | - |
-| docs removed / flagged | {o['docs_removed']} ({o['planted_found']}/{o['planted']} planted found) | {p['flagged']} of {p['docs']} |
+| docs removed / flagged | {o['docs_removed']} ({o['planted_found']}/{o['planted']} planted found; {o['docs_sharing_a_13gram']} share a 13-gram) | {p['flagged']} of {p['docs']} |
+| on the peer's {p['docs']} docs | removed {p['same_docs_removed_by_ours']} (planted there: {p['same_docs_planted']}) | flagged {p['flagged']}, of which {p['flagged_planted']} planted and {p['flagged_and_removed_by_ours']} also removed by ours |
 | **ratio (per core)** | **{result['ratio_per_core']}x** | 1x |
 """)
 

@@ -1277,6 +1277,11 @@ class ExactDedupStage(_DedupStage):
 
 
 # ---------------------------------------------------------------------------- minhash
+#: Low bits of each hash kept to verify candidate pairs: two different 16-bit values collide
+#: with probability 2**-16, which moves an estimated Jaccard by less than 0.0001.
+FULL_SIG_DTYPE = np.dtype("<u2")
+
+
 def _sig_dtype(rows: int) -> np.dtype:
     """datatrove's ``.minhash.sig`` record: ``rows`` uint64 hashes then a uint32 doc index, packed."""
     return np.dtype([(f"h{j}", "<u8") for j in range(rows)] + [("idx", "<u4")])
@@ -1448,8 +1453,8 @@ class MinhashDedupStage(_DedupStage):
         for path, batch in _iter_task_batches(run, rank):
             sig, ok = minhash_signatures(batch.column(schema.TEXT), cfg.ngram, a, b)
             meta.write(pa.table(_meta(batch, path)))
-            # the low 32 bits of every hash, row = document position, for verifying candidates
-            full.write((sig & np.uint64(0xFFFFFFFF)).astype("<u4").tobytes())
+            # the low 16 bits of every hash, row = document position, for verifying candidates
+            full.write(sig.astype(FULL_SIG_DTYPE).tobytes())
             sel = np.flatnonzero(ok)
             if len(sel):
                 sigs.append(sig[sel, : bands * rows])
@@ -1467,7 +1472,7 @@ class MinhashDedupStage(_DedupStage):
         os.replace(full_path + ".tmp", full_path)
 
     def _full_path(self, run: RunContext, rank: int) -> str:
-        return os.path.join(self.work_dir(run), "full", f"{rank:05d}.sig32")
+        return os.path.join(self.work_dir(run), "full", f"{rank:05d}.sig16")
 
     def _write_run(self, run: RunContext, rank: int, n: int, sig: np.ndarray, idx: np.ndarray,
                    bands: int, rows: int) -> None:
@@ -1509,25 +1514,37 @@ class MinhashDedupStage(_DedupStage):
         cfg = self.config
         bands, rows = cfg.lsh()
         wd = self.work_dir(run)
-        chunks = []
+        keys_a, keys_b = [], []
         for band in range(bands):
             path = os.path.join(wd, "dups", f"{band:05d}.dups")
             if not os.path.exists(path):
                 raise FatalError(f"{path}: the pairs of band {band} are missing although that task is marked done; "
                                  f"delete {run.output} and run the stage again")
-            chunks.append(np.fromfile(path, dtype="<u4").reshape(-1, 4))
-        pairs = np.concatenate(chunks) if chunks else np.zeros((0, 4), np.uint32)
-        ka = (pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1].astype(np.uint64)
-        kb = (pairs[:, 2].astype(np.uint64) << np.uint64(32)) | pairs[:, 3].astype(np.uint64)
-        # a pair found in several bands counts once
-        edges = np.unique(np.stack([np.minimum(ka, kb), np.maximum(ka, kb)], axis=1), axis=0) if len(ka) \
-            else np.zeros((0, 2), np.uint64)
-        candidates = len(edges)
-        if cfg.verify and len(edges):
-            edges = edges[self._estimated_jaccard(run, edges) >= cfg.threshold]
-        ka, kb = edges[:, 0], edges[:, 1]
+            p = np.fromfile(path, dtype="<u4").reshape(-1, 4).astype(np.uint64)
+            keys_a.append((p[:, 0] << np.uint64(32)) | p[:, 1])
+            keys_b.append((p[:, 2] << np.uint64(32)) | p[:, 3])
+        ka = np.concatenate(keys_a) if keys_a else np.zeros(0, np.uint64)
+        kb = np.concatenate(keys_b) if keys_b else np.zeros(0, np.uint64)
+        del keys_a, keys_b
+        # dense node numbers, so that an edge fits one uint64 and a pair found in several
+        # bands counts once (memory: a few arrays of the number of pairs, nothing per document)
         nodes = np.unique(np.concatenate([ka, kb]))
-        label = _union_find(np.searchsorted(nodes, ka), np.searchsorted(nodes, kb), len(nodes))
+        ea = np.searchsorted(nodes, ka).astype(np.uint64)
+        eb = np.searchsorted(nodes, kb).astype(np.uint64)
+        del ka, kb
+        edges = np.unique((np.minimum(ea, eb) << np.uint64(32)) | np.maximum(ea, eb))
+        del ea, eb
+        ea = (edges >> np.uint64(32)).astype(np.int64)
+        eb = (edges & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        del edges
+        candidates = len(ea)
+        if cfg.verify and candidates:
+            ok = self._estimated_jaccard(run, nodes, ea, eb) >= cfg.threshold
+            ea, eb = ea[ok], eb[ok]
+            used = np.unique(np.concatenate([ea, eb]))
+            nodes = nodes[used]
+            ea, eb = np.searchsorted(used, ea), np.searchsorted(used, eb)
+        label = _union_find(ea, eb, len(nodes))
         node_rank = (nodes >> np.uint64(32)).astype(np.int64)
         node_idx = (nodes & np.uint64(0xFFFFFFFF)).astype(np.int64)
         ids, lengths, scores = [], [], []
@@ -1550,27 +1567,35 @@ class MinhashDedupStage(_DedupStage):
         sizes = np.bincount(label) if len(label) else np.zeros(0, np.int64)
         sizes = sizes[sizes > 0]
         atomic_write_json(os.path.join(wd, "clusters", "000.json"), {
-            "candidate_pairs": int(candidates), "pairs": int(len(edges)),
+            "candidate_pairs": int(candidates), "pairs": int(len(ea)),
             "clusters": int(len(sizes)), "docs_in_clusters": int(len(nodes)),
             "removed": int(removed.sum()), "largest_cluster": int(sizes.max()) if len(sizes) else 0})
 
-    def _estimated_jaccard(self, run: RunContext, edges: np.ndarray, chunk: int = 65_536) -> np.ndarray:
-        """Share of equal hashes (of ``num_perm``) between the two documents of each edge."""
+    def _estimated_jaccard(self, run: RunContext, nodes: np.ndarray, ea: np.ndarray, eb: np.ndarray,
+                           chunk: int = 32_768) -> np.ndarray:
+        """Share of equal hashes (of ``num_perm``) between the two documents of each edge.
+
+        Edges come in chunks and each chunk reads only its rows from the memory-mapped
+        signature files, so memory does not grow with the number of clustered documents.
+        """
         nperm = self.config.num_perm
-        nodes, inv = np.unique(edges, return_inverse=True)
-        inv = inv.reshape(-1, 2)
-        node_rank = (nodes >> np.uint64(32)).astype(np.int64)
-        node_idx = (nodes & np.uint64(0xFFFFFFFF)).astype(np.int64)
-        sig = np.empty((len(nodes), nperm), dtype=np.uint32)
-        for r in np.unique(node_rank).tolist():
-            path = self._full_path(run, r)
-            full = np.memmap(path, dtype="<u4", mode="r").reshape(-1, nperm)
-            sel = node_rank == r
-            sig[sel] = full[node_idx[sel]]
-        est = np.empty(len(edges), dtype=np.float64)
-        for i in range(0, len(edges), chunk):
-            a, b = inv[i:i + chunk, 0], inv[i:i + chunk, 1]
-            est[i:i + chunk] = (sig[a] == sig[b]).mean(axis=1)
+        maps: dict[int, np.ndarray] = {}
+
+        def rows(node: np.ndarray) -> np.ndarray:
+            keys = nodes[node]
+            rank = (keys >> np.uint64(32)).astype(np.int64)
+            idx = (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
+            out = np.empty((len(keys), nperm), dtype=FULL_SIG_DTYPE)
+            for r in np.unique(rank).tolist():
+                if r not in maps:
+                    maps[r] = np.memmap(self._full_path(run, r), dtype=FULL_SIG_DTYPE, mode="r").reshape(-1, nperm)
+                sel = rank == r
+                out[sel] = maps[r][idx[sel]]
+            return out
+
+        est = np.empty(len(ea), dtype=np.float64)
+        for i in range(0, len(ea), chunk):
+            est[i:i + chunk] = (rows(ea[i:i + chunk]) == rows(eb[i:i + chunk])).mean(axis=1)
         return est
 
     def global_summary(self, run: RunContext) -> dict[str, Any]:

@@ -271,7 +271,8 @@ def load_bundled(name: str) -> Benchmark:
 def parse_benchmark_file_spec(spec: str) -> tuple[str, str, FieldMap]:
     """Parse ``NAME=PATH[:question_field[,answer_field[,choices_field]]]``.
 
-    The answer field may hold a full solution or a short answer; both are indexed.
+    PATH is a ``.jsonl``/``.parquet`` file, or ``hf:REPO[/CONFIG]@SPLIT`` for the Hugging Face
+    hub. The answer field may hold a full solution or a short answer; both are indexed.
     """
     if "=" not in spec:
         raise ConfigError(f"--benchmark-file {spec!r}: expected NAME=PATH:question_field,answer_field "
@@ -281,9 +282,9 @@ def parse_benchmark_file_spec(spec: str) -> tuple[str, str, FieldMap]:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ConfigError(f"--benchmark-file {spec!r}: the name {name!r} may only use letters, digits, '_', '.', '-'")
     path, fields_s = rest, ""
-    m = re.match(r"^(.*\.(?:jsonl|json|parquet)):(.*)$", rest)
+    m = re.match(r"^(hf:[^:]+)(?::(.*))?$", rest) or re.match(r"^(.*\.(?:jsonl|json|parquet)):(.*)$", rest)
     if m:
-        path, fields_s = m.group(1), m.group(2)
+        path, fields_s = m.group(1), m.group(2) or ""
     parts = [f.strip() for f in fields_s.split(",") if f.strip()] if fields_s else []
     if len(parts) > 3:
         raise ConfigError(f"--benchmark-file {spec!r}: at most three fields (question,answer,choices)")

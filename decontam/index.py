@@ -168,14 +168,6 @@ def _file_digest(path: str) -> str | None:
     return h.hexdigest()[:16]
 
 
-def _csr(rows: np.ndarray, values: list[np.ndarray], nkeys: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Posting lists from (key index, value...) pairs sorted by key index."""
-    counts = np.bincount(rows, minlength=nkeys)
-    off = np.zeros(nkeys + 1, dtype=np.int64)
-    np.cumsum(counts, out=off[1:])
-    return off, values
-
-
 def build_index(benchmarks: list[Benchmark], options: IndexOptions | None = None,
                 profile: str | None = None) -> DecontamIndex:
     """Build the index of ``benchmarks`` (deterministic: same inputs, same arrays).

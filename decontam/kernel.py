@@ -390,15 +390,16 @@ def _scan(data, offsets, modes, cls, cmap, cjk_lo, cjk_hi, drop_h, rename_h, fra
                         in_word = True
                         wh = fnv_o
                         wstart = ch
+                    i0 = i
                     while True:
                         wh = (wh ^ amap[b0]) * fnv_p
                         i += 1
-                        ch += 1
                         if i >= end:
                             break
                         b0 = data[i]
                         if b0 >= 0x80 or acls[b0] != CLS_WORD:
                             break
+                    ch += i - i0  # one byte per char here
                     continue
                 if b0 < 0x80:
                     cp = np.int64(b0)
@@ -456,7 +457,7 @@ def _scan(data, offsets, modes, cls, cmap, cjk_lo, cjk_hi, drop_h, rename_h, fra
                     nt += 1
                 old = ring[(tok - n) & rmask] if tok >= n else np.uint64(0)
                 hg = (hg - old * pow_n) * base + th
-                if pn > 0:
+                if use_phr:
                     oldp = ring[(tok - pn) & rmask] if tok >= pn else np.uint64(0)
                     hp = (hp - oldp * pow_p) * base + th
                 ring[tok & rmask] = th

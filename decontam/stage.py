@@ -307,10 +307,12 @@ class DecontamStage(Stage):
         bench = idx.items.column("benchmark")
         item_ids = idx.items.column("item_id")
         t0 = time.perf_counter()
+        # documents are cut like the items were: the index decides (it may be prebuilt)
+        strip = bool(idx.meta["options"]["strip_figures"])
         fields = self._fields(batch, task)
         for fname, texts, rows, msg_pos in fields:
             res = scan(texts, idx.ngram, idx.grams, idx.phrase_n, idx.phrases,
-                       strip_figures=self.cfg.strip_figure_code)
+                       strip_figures=strip)
             fig = res.figures
             task.counters["figure_code_rows"] += len(fig)
             task.counters["fallback_rows"] += int(len(res.fallback))
@@ -322,7 +324,7 @@ class DecontamStage(Stage):
             # candidates only: rescan with token output (hashes and char offsets)
             cand = np.array(sorted(groups), dtype=np.int64)
             tok = scan(texts.take(pa.array(cand)), idx.ngram, emit_tokens=True,
-                       strip_figures=self.cfg.strip_figure_code)
+                       strip_figures=strip)
             bounds = np.searchsorted(tok.tok_row, np.arange(len(cand) + 1))
             renorm = set(tok.renormalized.tolist())
             for j, r in enumerate(cand.tolist()):
@@ -430,16 +432,16 @@ class DecontamStage(Stage):
 
 
 def check_index_matches(idx: DecontamIndex, cfg: DecontamConfig, path: str) -> None:
-    """A prebuilt index must have been built with this run's matching options."""
+    """A prebuilt index decides the matching options; options set away from their defaults must agree."""
     o = idx.meta["options"]
+    defaults = dataclasses.asdict(IndexOptions())
     want = dataclasses.asdict(cfg.index_options())
-    diff = [f"{k}: index {o.get(k)!r} vs run {v!r}" for k, v in want.items() if o.get(k) != v]
+    diff = [f"{k}: index {o.get(k)!r} vs run {v!r}" for k, v in want.items() if v != defaults[k] and o.get(k) != v]
     if diff:
         raise ConfigError(f"{path}: the index was built with other options ({'; '.join(diff)}); rebuild it "
                           "with the same options or drop them from this run")
     if cfg.benchmarks or cfg.benchmark_file:
-        want_names = [b.name for b in load_benchmarks(cfg.benchmarks, cfg.benchmark_file)] \
-            if cfg.benchmarks or cfg.benchmark_file else []
+        want_names = [b.name for b in load_benchmarks(cfg.benchmarks, cfg.benchmark_file)]
         have = idx.benchmark_names()
         if sorted(want_names) != sorted(have):
             raise ConfigError(f"{path}: the index covers {', '.join(have)} but this run asks for "

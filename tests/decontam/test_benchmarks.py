@@ -111,3 +111,11 @@ def test_duplicate_benchmark_name_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({"question": "a b c d e f g h", "answer": "1"}) + "\n")
     with pytest.raises(ConfigError, match="the name 'gsm8k' is already used"):
         B.load_benchmarks("pretrain", [f"gsm8k={path}:question,answer"])
+
+
+def test_hub_spec_is_parsed_without_touching_the_network() -> None:
+    name, path, fields = B.parse_benchmark_file_spec("aime25=hf:org/aime-2025/default@test:problem,solution")
+    assert (name, path, fields.question, fields.answer) == ("aime25", "hf:org/aime-2025/default@test",
+                                                            ("problem",), ("solution",))
+    name, path, fields = B.parse_benchmark_file_spec("t=data/my test.jsonl:q,a,opts")
+    assert (path, fields.question, fields.answer, fields.choices) == ("data/my test.jsonl", ("q",), ("a",), ("opts",))
