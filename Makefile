@@ -29,8 +29,16 @@ demo: $(VENV)/.base
 test: $(VENV)/.dev
 	$(PY) -m pytest -q -p no:cacheprovider
 
+## bench: every speed/memory target with its peer, as recorded in BENCHMARKS.md (long)
 bench: $(VENV)/.dev
 	$(PY) bench/stats.py
+	$(PY) bench/decontam.py
+	$(PY) bench/fuzzy.py
+	$(PY) bench/recall.py
+	$(PY) bench/dedup.py
+	$(PY) bench/export.py
+	$(PY) bench/synth.py answers --workers 2
+	$(PY) bench/faults.py
 
 sample:
 	$(PY) demo/build_sample.py
