@@ -193,6 +193,10 @@ def resolve(cls: type[T], config_file: str | None, overrides: dict[str, Any], *,
         source = str(config_file)
         if section and section in data and isinstance(data[section], dict):
             data = data[section]
+        elif section and data and all(isinstance(v, dict) for v in data.values()) \
+                and not set(data) & set(cls.field_names()):
+            # a file of sections (e.g. decontam: and executor:) without this one: nothing to read
+            data = {}
     data = dict(data)
     for k, v in overrides.items():
         if v is None or (isinstance(v, tuple) and not v):

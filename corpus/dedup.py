@@ -49,6 +49,7 @@ import functools
 import math
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -1011,7 +1012,7 @@ def _remove_prefixed(folder: str, prefix: str) -> None:
             os.unlink(os.path.join(folder, name))
 
 
-def _iter_task_batches(run: RunContext, rank: int) -> Any:
+def _iter_task_batches(run: RunContext, rank: int) -> Iterator[tuple[str, pa.RecordBatch]]:
     """The task's batches exactly as the map phase will see them (same files, order, sizes).
 
     A file that breaks mid-way with ``skip_bad_files`` ends there, as in the runner, so
@@ -1117,11 +1118,8 @@ class _DedupStage(Stage):
         info = self.global_summary(run) if os.path.isdir(self.work_dir(run)) else None
         if info is not None:
             atomic_write_json(stable, info)
-        elif os.path.exists(stable):
-            import json
-
-            with open(stable, encoding="utf-8") as fh:
-                info = json.load(fh)
+        elif os.path.exists(stable):  # a rerun after _work was already cleaned up
+            info = _read_json(stable)
         summary["dedup"] = info or {}
         if not self.config.keep_work:  # type: ignore[attr-defined]
             shutil.rmtree(os.path.join(run.output, WORK_DIR), ignore_errors=True)

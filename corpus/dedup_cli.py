@@ -95,7 +95,7 @@ def exact_command(inputs: tuple[str, ...], output: str, config_file: str | None,
                   **kwargs: Any) -> None:
     """Remove documents whose normalized text equals another one's, in any shard or task.
 
-    Hashes every document (xxh64, 128 bits, stable across processes), groups equal
+    Hashes every document (two seeded xxh64, 128 bits, stable across processes), groups equal
     hashes over all tasks in a global step, and keeps one document per group (by
     default: highest math_score, then longest text, then smallest id). Removed
     documents go to OUTPUT/_removed/ with dedup_cluster, dedup_kept_id and

@@ -218,6 +218,10 @@ class Stage:
     def describe(self) -> dict[str, Any]:
         return {"stage": self.name, "config": self.config.to_dict()}
 
+    def required_columns(self) -> tuple[str, ...]:
+        """Columns every input file must have (default id and text)."""
+        return schema.REQUIRED
+
     # task side
     def setup(self, task: TaskContext) -> None:
         """Load heavy objects lazily, once per task."""
@@ -285,7 +289,7 @@ def duplicate_ids(run: RunContext, limit: int = 5) -> tuple[int, list[str]]:
     examples: list[str] = []
     want = set(dups[: limit * 4].tolist())
     for path in run.all_files():  # error path only: find the ids by name for the message
-        for batch in iter_batches(path, columns=None):
+        for batch in iter_batches(path, columns=[schema.ID], required=(schema.ID,)):
             ids = batch.column(schema.ID)
             hit = np.isin(id_hash(ids), list(want))
             for v in ids.filter(pa.array(hit)).to_pylist():
@@ -296,12 +300,24 @@ def duplicate_ids(run: RunContext, limit: int = 5) -> tuple[int, list[str]]:
     return n_extra, examples
 
 
+def _text_bytes(batch: pa.RecordBatch, required: Sequence[str]) -> int:
+    """UTF-8 bytes of the text a stage reads: ``text``, else its other required string columns."""
+    cols = [schema.TEXT] if schema.TEXT in batch.schema.names else [c for c in required if c != schema.ID]
+    total = 0
+    for c in cols:
+        arr = batch.column(c)
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+            total += int(pa.compute.sum(pa.compute.binary_length(arr)).as_py() or 0)
+    return total
+
+
 def run_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> dict[str, Any]:
     """Process one task's files; returns (and writes) its stats. Used by the datatrove step."""
     files = run.task_files(rank)
     for folder in (run.output, run.removed_dir, run.side_dir):
         _clear_rank_outputs(folder, run.stage_name, rank)
     task = TaskContext(run=run, rank=rank, world_size=world_size, files=files)
+    required = stage.required_columns()
     o = run.options
     kept_w = ShardWriter(run.output, run.stage_name, rank, max_rows=o.shard_rows, max_bytes=o.shard_mb << 20,
                          row_group_rows=o.row_group_rows)
@@ -318,9 +334,9 @@ def run_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> dict[
         for path in files:
             task.current_file = path
             try:
-                for batch in iter_batches(path, o.batch_rows):
+                for batch in iter_batches(path, o.batch_rows, required=required):
                     batch = schema.add_domain(batch)
-                    nbytes = int(pa.compute.sum(pa.compute.binary_length(batch.column(schema.TEXT))).as_py() or 0)
+                    nbytes = _text_bytes(batch, required)
                     docs_in += batch.num_rows
                     bytes_in += nbytes
                     res = stage.process_batch(batch, task)
@@ -505,14 +521,14 @@ def make_executor(steps: list[PipelineStep], tasks: int, opts: RunOptions, loggi
 
 
 # ----------------------------------------------------------------------------- driver
-def preflight(files: Sequence[str]) -> list[tuple[str, MathcorpusError]]:
+def preflight(files: Sequence[str], required: Sequence[str] = schema.REQUIRED) -> list[tuple[str, MathcorpusError]]:
     """Cheap checks of every input file before anything is written (footer, header, columns)."""
     problems: list[tuple[str, MathcorpusError]] = []
     for path in files:
         try:
             if os.path.exists(path) and os.path.getsize(path) == 0:
                 raise ShardError(f"{path}: the file is empty (0 bytes); remove it or pass --skip-bad-files", path)
-            it = iter_batches(path, batch_rows=16)
+            it = iter_batches(path, batch_rows=16, required=required)
             next(it, None)
             it.close()
         except InputError as exc:
@@ -579,7 +595,7 @@ def plan_stage(stage: Stage, inputs: Sequence[str], output: str, opts: RunOption
         for f in files:
             if os.path.abspath(f).startswith(out_abs + os.sep):
                 raise ConfigError(f"{f}: an input file lies inside the output folder {output}; choose another -o")
-        problems = preflight(files)
+        problems = preflight(files, stage.required_columns())
         if problems:
             if not opts.skip_bad_files:
                 path, exc = problems[0]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from collections.abc import Sequence
+
 from corpus.errors import InputError
 
 # -- required -------------------------------------------------------------------------
@@ -61,25 +63,33 @@ LINEAGE = (
 )
 
 
-def check_required(schema: pa.Schema, path: str) -> None:
-    """Raise InputError naming the file and the columns found when id/text are missing."""
-    missing = [c for c in REQUIRED if c not in schema.names]
+def check_required(schema: pa.Schema, path: str, required: Sequence[str] = REQUIRED) -> None:
+    """Raise InputError naming the file and the columns found when a required column is missing.
+
+    Every stage needs ``id``; most need ``text``. A stage that reads other columns (decontam
+    over SFT ``question``/``answer`` fields) passes its own ``required``.
+    """
+    missing = [c for c in required if c not in schema.names]
     if missing:
         found = ", ".join(schema.names) or "(none)"
+        wanted = " and ".join(repr(c) for c in required)
         raise InputError(
             f"{path}: missing required column(s) {', '.join(repr(m) for m in missing)}; "
-            f"columns found: {found}. Rename your columns to 'id' and 'text' "
+            f"columns found: {found}. Rename your columns to {wanted} "
             f"(e.g. with polars' rename) or add them."
         )
 
 
-def conform_batch(batch: pa.RecordBatch, path: str) -> pa.RecordBatch:
+def conform_batch(batch: pa.RecordBatch, path: str, required: Sequence[str] = REQUIRED) -> pa.RecordBatch:
     """Validate and normalise one batch: id cast to string, text must be non-null string.
 
     Integer ids are cast to strings (JSONL files often carry numeric ids); a text column
-    of any other type, or a null text, is an error naming the file and the row.
+    of any other type, or a null text, is an error naming the file and the row. When
+    ``text`` is not required and absent, only the id is checked.
     """
-    check_required(batch.schema, path)
+    check_required(batch.schema, path, required)
+    if TEXT not in batch.schema.names:
+        return _conform_ids(batch, path)
     text = batch.column(TEXT)
     if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
         if pa.types.is_null(text.type) and len(text) > 0:
@@ -99,6 +109,15 @@ def conform_batch(batch: pa.RecordBatch, path: str) -> pa.RecordBatch:
             f"{path}: field 'text' is null in row {row} of a batch; every document needs a "
             "string text. Drop or fill empty documents before this stage."
         )
+    if pa.types.is_large_string(text.type):
+        text = pc.cast(text, pa.string())
+    batch = _conform_ids(batch, path)
+    cols = list(batch.columns)
+    cols[batch.schema.get_field_index(TEXT)] = text
+    return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
+
+
+def _conform_ids(batch: pa.RecordBatch, path: str) -> pa.RecordBatch:
     ids = batch.column(ID)
     if not pa.types.is_string(ids.type):
         if pa.types.is_integer(ids.type) or pa.types.is_large_string(ids.type):
@@ -111,13 +130,9 @@ def conform_batch(batch: pa.RecordBatch, path: str) -> pa.RecordBatch:
     if ids.null_count:
         row = pc.index(pc.is_null(ids), True).as_py()
         raise InputError(f"{path}: field 'id' is null in row {row}; every document needs an id.")
-    if pa.types.is_large_string(text.type):
-        text = pc.cast(text, pa.string())
     cols = list(batch.columns)
     cols[batch.schema.get_field_index(ID)] = ids
-    cols[batch.schema.get_field_index(TEXT)] = text
-    names = batch.schema.names
-    return pa.RecordBatch.from_arrays(cols, names=names)
+    return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
 
 
 def domain_from_url(urls: pa.Array) -> pa.Array:

@@ -131,7 +131,7 @@ def _locate_json_error(path: str, block: bytes, first_line: int) -> InputError:
                       "and that each line is one JSON object", path)
 
 
-def _iter_jsonl(path: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+def _iter_jsonl(path: str, batch_rows: int, required: Sequence[str]) -> Iterator[pa.RecordBatch]:
     with _open(path) as raw:
         stream = _decompress(path, raw)
         carry = b""
@@ -162,7 +162,7 @@ def _iter_jsonl(path: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
                 except (pa.ArrowInvalid, UnicodeDecodeError, pa.ArrowNotImplementedError):
                     raise _locate_json_error(path, block, line_no) from None
                 for b in table.to_batches(max_chunksize=batch_rows):
-                    yield schema.conform_batch(b, path)
+                    yield schema.conform_batch(b, path, required)
                 line_no += block.count(b"\n")
         except (EOFError, OSError, gzip.BadGzipFile) as exc:
             if isinstance(exc, InputError):
@@ -177,7 +177,8 @@ def _iter_jsonl(path: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
             raise
 
 
-def _iter_parquet(path: str, batch_rows: int, columns: Sequence[str] | None) -> Iterator[pa.RecordBatch]:
+def _iter_parquet(path: str, batch_rows: int, columns: Sequence[str] | None,
+                  required: Sequence[str]) -> Iterator[pa.RecordBatch]:
     try:
         f = _open(path)
         pf = pq.ParquetFile(f)
@@ -186,23 +187,27 @@ def _iter_parquet(path: str, batch_rows: int, columns: Sequence[str] | None) -> 
             f"{path}: not a readable Parquet file ({exc}); the file is corrupt or truncated. "
             "Re-create it or pass --skip-bad-files", path) from exc
     with f:
-        schema.check_required(pf.schema_arrow, path)
+        schema.check_required(pf.schema_arrow, path, required)
         try:
             for b in pf.iter_batches(batch_size=batch_rows, columns=list(columns) if columns else None):
-                yield schema.conform_batch(b, path)
+                yield schema.conform_batch(b, path, required)
         except (pa.ArrowInvalid, OSError) as exc:
             raise ShardError(
                 f"{path}: Parquet data is corrupt ({exc}); re-create the file or pass "
                 "--skip-bad-files", path) from exc
 
 
-def iter_batches(path: str, batch_rows: int = DEFAULT_BATCH_ROWS,
-                 columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
-    """Stream one shard as validated record batches (``id`` string, ``text`` non-null string)."""
+def iter_batches(path: str, batch_rows: int = DEFAULT_BATCH_ROWS, columns: Sequence[str] | None = None,
+                 required: Sequence[str] = schema.REQUIRED) -> Iterator[pa.RecordBatch]:
+    """Stream one shard as validated record batches (``id`` string, ``text`` non-null string).
+
+    ``required`` names the columns that must exist (default id and text); stages that read
+    other fields, such as decontam over SFT records, pass their own.
+    """
     if path.endswith(".parquet"):
-        yield from _iter_parquet(path, batch_rows, columns)
+        yield from _iter_parquet(path, batch_rows, columns, required)
     else:
-        for b in _iter_jsonl(path, batch_rows):
+        for b in _iter_jsonl(path, batch_rows, required):
             yield b.select(list(columns)) if columns else b
 
 

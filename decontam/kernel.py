@@ -10,15 +10,18 @@ string column directly (no Python object per document), and in one pass per row
 3. hashes each token (FNV-1a 64 over the token's normalized UTF-8, then a splitmix64
    finalizer);
 4. keeps an O(1) rolling polynomial hash of the last ``n`` tokens (and of the last
-   ``phrase_n`` tokens, for items too short for an ``n``-gram), checks a one-bit-per-slot
-   bitmap prefilter, then binary-searches the exact sorted key array on a prefilter hit.
+   ``phrase_n`` tokens, for items too short for an ``n``-gram), buffers the gram keys and
+   probes them in batches against a one-bit-per-slot bitmap prefilter, then looks a
+   prefilter hit up in the exact sorted key array through a bucket directory.
 
 Characters whose normalization depends on context (combining marks, Hangul jamo, Greek
 capital sigma, ligatures that expand, code points unassigned in Python's Unicode database)
 cannot be handled one at a time. A row holding one is flagged instead of scanned; the
 caller normalizes it (``pyarrow.compute.utf8_normalize`` first, then
 ``corpus.textnorm.normalize_text`` for what is left) and scans it again in "normalized"
-mode. So the kernel's tokens always equal ``corpus.textnorm.tokenize`` (tested).
+mode. Rows with figure code (``[asy]``, ``\\begin{tikzpicture}``) are flagged too and
+stripped with ``corpus.textnorm.strip_figure_code`` first. So the kernel's tokens always
+equal ``corpus.textnorm.tokenize`` of the (stripped) text (tested, also on random Unicode).
 
 :func:`reference_token_hashes` / :func:`reference_gram_keys` / :func:`reference_scan` are the
 pure-Python reference of the same function, built on ``corpus.textnorm.tokenize``; the
@@ -424,7 +427,19 @@ def _scan(data, offsets, modes, cls, cmap, cjk_lo, cjk_hi, drop_h, rename_h, fra
                         m = cp
                 ch += 1
                 if c >= CLS_SOFT:
-                    flags[r] = FLAG_SOFT if c == CLS_SOFT else FLAG_HARD
+                    fl = FLAG_SOFT if c == CLS_SOFT else FLAG_HARD
+                    j = i
+                    while fl == FLAG_SOFT and j < end:
+                        # pyarrow's NFKC is only safe when no later character needs Python
+                        # (its Unicode tables are newer than Python's for some code points)
+                        if data[j] < 0x80:
+                            j += 1
+                            continue
+                        cp2, ln2 = _decode(data, j)
+                        j += ln2
+                        if cp2 >= TABLE_SIZE or cls[cp2] == CLS_HARD:
+                            fl = FLAG_HARD
+                    flags[r] = fl
                     aborted = True
                     break
                 if c == CLS_WORD:  # a non-ASCII letter or digit

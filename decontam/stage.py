@@ -6,10 +6,10 @@ Owns the run-time flow of ``mathcorpus decontam run``:
   (or check a prebuilt one) and save it under ``REPORT_DIR/index``; route removed documents
   to ``REPORT_DIR/removed``;
 * task side (:meth:`DecontamStage.setup` / :meth:`~DecontamStage.process_batch`): load the
-  index lazily (memory-mapped), strip figure code from the rows that have any, run the
-  one-pass kernel over each checked text column of the batch, confirm candidates by the LCS
-  ratio, and split the batch into kept and removed rows; every candidate pair goes to the
-  ``matches`` side table;
+  index lazily (memory-mapped), run the one-pass kernel over each checked text column of the
+  batch (rows with figure code or unusual Unicode are fixed and rescanned there), confirm
+  candidates by the LCS ratio, optionally run the near-duplicate tier (``--fuzzy``), and split
+  the batch into kept and removed rows; every candidate pair goes to the matches side table;
 * driver side again (:meth:`DecontamStage.finalize`): merge the side tables into
   ``REPORT_DIR/matches.parquet`` and write ``REPORT_DIR/summary.json``.
 
@@ -192,6 +192,12 @@ class DecontamStage(Stage):
         self._fuzzy: Any = None  # decontam.fuzzy.FuzzyIndex, built in setup() when cfg.fuzzy
         self.fuzzy_meta: dict[str, Any] = {}
 
+    def required_columns(self) -> tuple[str, ...]:
+        """SFT/RM/RL records checked through --text-fields need no 'text' column, only those fields."""
+        if self.config.text_fields:
+            return (schema.ID, *self.config.text_fields)
+        return schema.REQUIRED
+
     def __getstate__(self) -> dict[str, Any]:
         # never ship the loaded index: workers memory-map it from index_path in setup()
         state = dict(self.__dict__)
@@ -215,6 +221,9 @@ class DecontamStage(Stage):
             idx = DecontamIndex.load(cfg.index)
             check_index_matches(idx, cfg, cfg.index)
             self.index_path = cfg.index
+            # compile (or load) the numba kernel once here, so parallel workers on a fresh
+            # checkout find it in numba's cache instead of all compiling it at once
+            scan(pa.array(["warm up"], pa.string()), idx.ngram)
         else:
             path = os.path.join(self.report_dir, "index")
             idx = build_index(load_benchmarks(cfg.benchmarks or "pretrain", cfg.benchmark_file), cfg.index_options(),
@@ -498,6 +507,7 @@ def write_report(report: str, run: RunContext, summary: dict[str, Any], cfg: Dec
             "pct_touched": round(100.0 * len(found) / b["items"], 3) if b["items"] else 0.0,
             "docs_removed": len(docs), "unchecked_short_items": len(short),
             "unchecked_item_ids": unchecked.get(name, (0, []))[1],
+            "unchecked_suppressed_items": len(idx.meta["unchecked"].get(name, {}).get("suppressed", [])) if idx else 0,
             "lang": b.get("lang"),
         }
     ratios = np.array([m["lcs_ratio"] for m in rows], dtype=float)

@@ -194,3 +194,20 @@ def test_report_and_diff_are_wired() -> None:
     res = invoke("decontam", "--help")
     assert "report" in res.output and "diff" in res.output
     assert invoke("decontam", "report", "--help").exit_code == 0
+
+
+def test_config_file_sections_and_typos(corpus, tmp_path: Path) -> None:
+    path, _ = corpus
+    cfg = tmp_path / "decontam.yaml"
+    cfg.write_text("decontam:\n  benchmarks: pretrain\n  lcs_threshold: 0.7\n")
+    res = invoke("decontam", "run", str(path), "-o", str(tmp_path / "o"), "--config", str(cfg),
+                 "--lcs-threshold", "0.65")
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "o" / "_report" / "summary.json").read_text())
+    assert s["config"]["lcs_threshold"] == 0.65 and s["profile"] == "pretrain"  # the flag wins over the file
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("decontam:\n  lcs_treshold: 0.7\n")
+    res = CliRunner().invoke(main, ["decontam", "run", str(path), "-o", str(tmp_path / "o2"), "--config", str(bad)])
+    assert res.exit_code == 2
+    assert res.output.startswith(f"Error: {bad}: unknown key 'lcs_treshold' for decontam; did you mean "
+                                 "'lcs_threshold'?")

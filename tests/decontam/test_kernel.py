@@ -150,3 +150,22 @@ def test_figure_code_is_stripped_like_textnorm(text: str) -> None:
     assert [int(h) for h in res.tok_hash[res.tok_row == 1]] == want
     spans = figure_spans(text)
     assert res.figures.get(0, []) == spans and res.figures.get(1, []) == spans
+
+
+def test_rows_mixing_nfkc_fixable_and_newer_unicode_characters() -> None:
+    # a combining mark or compatibility form (fixable with pyarrow's NFKC) followed by a code
+    # point that Python's Unicode tables do not know yet but pyarrow's do: such rows must go
+    # to Python, or pyarrow would normalize the newer character differently
+    rows = ["\u0301\U0001e05c", "\ufb14\U0001ccda", "\ufcdd\u209d", "x\u0301 y \ua7f1 z", "\u2dfd\U0001ccd8"]
+    res = K.scan(pa.array(rows), 13, emit_tokens=True)
+    for r, t in enumerate(rows):
+        assert [int(h) for h in res.tok_hash[res.tok_row == r]] == K.reference_token_hashes(t), t
+    assert res.python_rows == len(rows)
+
+
+@given(st.lists(st.one_of(_pieces, st.characters(min_codepoint=0x80, max_codepoint=0x3134F,
+                                                  blacklist_categories=("Cs",))), max_size=40).map("".join))
+@settings(max_examples=400, deadline=None)
+def test_kernel_agrees_on_any_unicode(text: str) -> None:
+    res = K.scan(pa.array([text]), 13, emit_tokens=True)
+    assert [int(h) for h in res.tok_hash] == K.reference_token_hashes(text)
