@@ -183,20 +183,31 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+EXECUTOR_SECTION = "executor"
+
+
 def resolve(cls: type[T], config_file: str | None, overrides: dict[str, Any], *,
             section: str | None = None) -> T:
-    """Config from file (optionally one section of it), then overridden by non-None CLI values."""
+    """Config from file, then overridden by non-None CLI values.
+
+    A command's ``--config`` file holds the stage's options, either at the top level or
+    under the stage's own section name, plus an optional ``executor:`` section for the
+    runner. So ``section="executor"`` reads only that section (absent = empty), and any
+    other section reads its own key when present, else the top level without ``executor``.
+    """
     data: dict[str, Any] = {}
     source = "command line"
     if config_file:
-        data = load_config_file(config_file)
+        raw = load_config_file(config_file)
         source = str(config_file)
-        if section and section in data and isinstance(data[section], dict):
-            data = data[section]
-        elif section and data and all(isinstance(v, dict) for v in data.values()) \
-                and not set(data) & set(cls.field_names()):
-            # a file of sections (e.g. decontam: and executor:) without this one: nothing to read
-            data = {}
+        if section == EXECUTOR_SECTION:
+            data = raw.get(EXECUTOR_SECTION) or {}
+        elif section and isinstance(raw.get(section), dict):
+            data = raw[section]
+        else:
+            data = {k: v for k, v in raw.items() if k != EXECUTOR_SECTION}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping of options")
     data = dict(data)
     for k, v in overrides.items():
         if v is None or (isinstance(v, tuple) and not v):

@@ -8,7 +8,7 @@ import click
 
 from corpus.cli import (config_file_option, emit, inputs_argument, json_option, output_option, run_options_from_kwargs,
                         runner_options, summary_line)
-from corpus.config import config_options, load_config_file, resolve
+from corpus.config import config_options, resolve
 from corpus.dedup import (ExactDedupConfig, ExactDedupStage, MinhashDedupConfig, MinhashDedupStage, curve_table,
                           thresholds_table)
 from corpus.runner import run_stage
@@ -41,20 +41,6 @@ class _CurveHelp(click.Command):
                              "estimated Jaccard), which removes the false positives of the curve above at the cost "
                              "of a few pairs just over the threshold; verified pairs are joined into clusters with "
                              "union-find.")
-
-
-def _config_files(config_file: str | None, section: str) -> tuple[str | None, str | None]:
-    """Which file configures the executor and which the stage.
-
-    A file may be flat (this command's options only) or have sections: ``executor`` and
-    ``dedup-exact`` / ``dedup-minhash`` (as in a pipeline file).
-    """
-    if not config_file:
-        return None, None
-    data = load_config_file(config_file)
-    executor_file = config_file if "executor" in data else None
-    stage_file = config_file if section in data or "executor" not in data else None
-    return executor_file, stage_file
 
 
 def _human(summary: dict[str, Any]) -> None:
@@ -106,9 +92,8 @@ def exact_command(inputs: tuple[str, ...], output: str, config_file: str | None,
       mathcorpus dedup exact shards/ -o exact/ --workers 4
       mathcorpus dedup exact shards/ -o exact/ --normalize text --json
     """
-    executor_file, stage_file = _config_files(config_file, ExactDedupConfig.section)
-    opts = run_options_from_kwargs(kwargs, executor_file)
-    cfg = resolve(ExactDedupConfig, stage_file, kwargs, section=ExactDedupConfig.section)
+    opts = run_options_from_kwargs(kwargs, config_file)
+    cfg = resolve(ExactDedupConfig, config_file, kwargs, section=ExactDedupConfig.section)
     emit(run_stage(ExactDedupStage(cfg), list(inputs), output, opts), as_json, _human)
 
 
@@ -135,7 +120,6 @@ def minhash_command(inputs: tuple[str, ...], output: str, config_file: str | Non
       mathcorpus dedup minhash shards/ -o deduped/
       mathcorpus dedup minhash shards/ -o deduped/ --threshold 0.7 --ngram 5 --num-perm 128 --workers 4
     """
-    executor_file, stage_file = _config_files(config_file, MinhashDedupConfig.section)
-    opts = run_options_from_kwargs(kwargs, executor_file)
-    cfg = resolve(MinhashDedupConfig, stage_file, kwargs, section=MinhashDedupConfig.section)
+    opts = run_options_from_kwargs(kwargs, config_file)
+    cfg = resolve(MinhashDedupConfig, config_file, kwargs, section=MinhashDedupConfig.section)
     emit(run_stage(MinhashDedupStage(cfg), list(inputs), output, opts), as_json, _human)

@@ -164,7 +164,7 @@ def score_command(inputs: tuple[str, ...], output: str, config_file: str | None,
     from corpus.runner import run_stage
     from recall.stage import ScoreStage
 
-    opts = run_options_from_kwargs(kwargs, _executor_file(config_file))
+    opts = run_options_from_kwargs(kwargs, config_file)
     cfg = _resolve_score(config_file, kwargs)
     summary = run_stage(ScoreStage(cfg), list(inputs), output, opts)
 
@@ -180,16 +180,6 @@ def score_command(inputs: tuple[str, ...], output: str, config_file: str | None,
             click.echo("math_score histogram (20 bins over 0..1): " + " ".join(f"{c / total:.2f}" for c in counts))
 
     emit(summary, as_json, human)
-
-
-def _executor_file(config_file: str | None) -> str | None:
-    """The config file for executor options only when it has an ``executor`` section.
-
-    A file holding just this command's options (as ``W/score.yaml``) is not an executor config.
-    """
-    if not config_file:
-        return None
-    return config_file if isinstance(load_config_file(config_file).get("executor"), dict) else None
 
 
 def _resolve_score(config_file: str | None, kwargs: dict[str, Any]) -> ScoreConfig:
@@ -233,7 +223,7 @@ def cycle_command(seed: tuple[str, ...], pool: tuple[str, ...], workdir: str | N
     """
     from recall.cycle import run_cycle
 
-    opts = run_options_from_kwargs(kwargs, _executor_file(config_file))
+    opts = run_options_from_kwargs(kwargs, config_file)
     overrides = dict(kwargs)
     overrides.update({"seed": list(seed) or None, "pool": list(pool) or None, "workdir": workdir})
     cfg = resolve(CycleConfig, config_file, overrides, section=CycleConfig.section)

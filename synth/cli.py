@@ -142,8 +142,7 @@ def run_command(inputs: tuple[str, ...], output: str, no_decontam: bool, staging
       mathcorpus synth run web/ -o rewrites/ --task rewrite --engine openai \\
           --base-url http://localhost:8000/v1 --model qwen2-math-72b
     """
-    exec_section = _section(config_file, "executor")
-    opts = run_options_from_kwargs(kwargs, config_file if exec_section is not None else None)
+    opts = run_options_from_kwargs(kwargs, config_file)
     overrides = {k: v for k, v in kwargs.items() if k in SynthConfig.field_names()}
     cfg = synth_config_from(config_file, overrides)
     result = run_synth(list(inputs), output, cfg, opts, gate=not no_decontam, staging=staging,

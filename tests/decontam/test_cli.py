@@ -153,8 +153,9 @@ def test_missing_text_field_is_a_clear_error(corpus, tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["decontam", "run", str(path), "-o", str(tmp_path / "o"), "--text-fields",
                                     "question"])
     assert res.exit_code == 1
-    assert res.output.startswith(f"Error: {path}: field 'question' (from --text-fields) not found; columns found: "
-                                 "id, text, source, url")
+    assert res.output == (f"Error: {path}: missing required column(s) 'question'; columns found: id, text, source, "
+                          "url. Rename your columns to 'id' and 'question' (e.g. with polars' rename) or add them. "
+                          "Nothing was written.\n")
 
 
 def test_index_command_and_prebuilt_index(corpus, tmp_path: Path) -> None:
