@@ -332,7 +332,12 @@ def render_report_terminal(report: dict[str, Any]) -> None:
     m = report.get("export_manifest")
     if m:
         con.print(f"export: {json.dumps({k: m.get(k) for k in ('format', 'tokens', 'documents', 'seq_len', 'dtype') if k in m})}")
-    con.print(f"report: {os.path.join(report['workdir'], 'report.html')}")
+    for s in report["stages"]:
+        if s.get("report"):
+            con.print(f"{s['label']} report: {s['report']}  (mathcorpus decontam report {s['report']} --html x.html)")
+        if s.get("tokens_out"):
+            con.print(f"shards: {s['output']}")
+    con.print(f"run report: {os.path.join(report['workdir'], 'report.html')}")
 
 
 def render_report_html(report: dict[str, Any]) -> str:
