@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -340,6 +341,15 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file, read in 1 MB blocks (models, tokenizers, cycle state, inputs)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

@@ -15,7 +15,6 @@ import click
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from corpus import schema
 from corpus.cli import emit, inputs_argument, json_option

@@ -34,7 +34,6 @@ larger ``cycles``. Changing anything else (inputs, thresholds, training options)
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
@@ -54,7 +53,7 @@ from corpus import __version__, schema
 from corpus.config import StageConfig, opt
 from corpus.errors import ConfigError, FatalError, InputError
 from corpus.runner import RunOptions, run_stage
-from corpus.shards import atomic_write_bytes, atomic_write_json, iter_batches, list_input_files
+from corpus.shards import atomic_write_bytes, atomic_write_json, file_sha256, iter_batches, list_input_files
 from recall.model import MATH, NON_MATH, SOURCES, LabelledData, RecallModel, TrainConfig, train
 from recall.stage import HIST_BINS, ScoreConfig, ScoreStage
 
@@ -131,12 +130,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _hash_ids(ids: Sequence[str], seed: int) -> np.ndarray:
@@ -613,7 +606,7 @@ class CycleRun:
         elif k >= self.cfg.cycles:
             stop = "max_cycles"
         info = {"recalled": n_rec, "new": new, "new_share": stats["new_share"], "candidates": len(candidates),
-                "recalled_sha256": _sha256(os.path.join(d, "recalled.parquet"))}
+                "recalled_sha256": file_sha256(os.path.join(d, "recalled.parquet"))}
         if stop:
             self.state["status"] = "done"
             self.state["stop_reason"] = stop
@@ -735,9 +728,9 @@ class CycleRun:
                                        "accept": c["accept"]} for c in doc["candidates"])
         self.state.pop("awaiting_review", None)
         self._cycle(k)["steps"]["review"] = {"done": _now(), "candidates": len(doc["candidates"]),
-                                             "accepted": len(accepted), "file_sha256": _sha256(path),
+                                             "accepted": len(accepted), "file_sha256": file_sha256(path),
                                              "auto": bool(self.cfg.auto_accept)}
-        self._record(k, "review", {"accepted": accepted, "file_sha256": _sha256(path)})
+        self._record(k, "review", {"accepted": accepted, "file_sha256": file_sha256(path)})
 
     def _step_expand(self, k: int) -> None:
         acc = self.state["accepted"]
@@ -775,7 +768,7 @@ class CycleRun:
             prev = pq.read_metadata(pe).num_rows if os.path.exists(pe) else 0
         added = exp.num_rows - prev
         self._cycle(k)["steps"]["expand"] = {"done": _now(), "expansion_docs": exp.num_rows, "added": added}
-        info = {"expansion_docs": exp.num_rows, "added": added, "sha256": _sha256(path)}
+        info = {"expansion_docs": exp.num_rows, "added": added, "sha256": file_sha256(path)}
         if added <= 0:
             self.state["status"] = "done"
             self.state["stop_reason"] = "no_new_seed"

@@ -37,7 +37,7 @@ import xxhash
 from corpus import __version__
 from corpus.config import StageConfig, opt
 from corpus.errors import ConfigError, FatalError, InputError
-from corpus.shards import atomic_write_json, iter_batches, list_input_files
+from corpus.shards import atomic_write_json, file_sha256, iter_batches, list_input_files
 from recall.features import PREPROCESS_VERSION, SEGMENTERS, crop_lines, preprocess, token_counts
 
 MATH = "math"
@@ -126,12 +126,6 @@ class LabelledData:
                    [str(r.get(group_key, "")) for r in records])
 
 
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _label_vector(labels: pa.Array, where: str) -> np.ndarray:
@@ -205,7 +199,7 @@ def load_labelled(paths: Sequence[str], lang: str = "auto", group_by: str = "sou
         if n == 0 and not dropped:
             raise InputError(f"{path}: the file holds no records; training needs labelled records with "
                              "'text' and 'label' (math or non_math)")
-        infos.append({"path": path, "sha256": _sha256_file(path) if os.path.exists(path) else None,
+        infos.append({"path": path, "sha256": file_sha256(path) if os.path.exists(path) else None,
                       "records": n, "math": counts[MATH], "non_math": counts[NON_MATH]})
     y = np.concatenate(ys) if ys else np.zeros(0, np.int8)
     text = pa.concat_arrays([pc.cast(t, pa.string()) for t in texts]) if texts else pa.array([], pa.string())
@@ -373,7 +367,7 @@ def sidecar_path(model_path: str | os.PathLike[str]) -> Path:
 
 def model_tag(path: str | os.PathLike[str], sha256: str | None = None) -> str:
     """``name.bin@<12 hex of sha256>``: what the ``recall_model`` column records."""
-    digest = sha256 or _sha256_file(str(path))
+    digest = sha256 or file_sha256(str(path))
     return f"{Path(path).name}@{digest[:12]}"
 
 
@@ -532,7 +526,7 @@ def train(data: LabelledData, out_path: str, cfg: TrainConfig, *, inputs: Sequen
     tmp_model = out_path + ".tmp"
     ft = train_fasttext(lines, cfg, tmp_model)
     os.replace(tmp_model, out_path)
-    sha = _sha256_file(out_path)
+    sha = file_sha256(out_path)
     report: dict[str, Any] = {
         "format": MODEL_FORMAT, "format_version": 1, "mathcorpus_version": __version__,
         "model": os.path.basename(out_path), "sha256": sha, "tag": model_tag(out_path, sha),

@@ -26,7 +26,6 @@ document, and a document that quotes a chat template cannot inject fake boundari
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import json
 import os
@@ -39,6 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from corpus.errors import ConfigError
+from corpus.shards import file_sha256
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "data" / "tokenizers"
 DEFAULT_TOKENIZER = "qwen2.5"
@@ -84,12 +84,6 @@ def bundled_tokenizers() -> list[str]:
     return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "tokenizer.json").is_file())
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_tokenizer(name_or_path: str | None) -> TokenizerRef:
@@ -113,7 +107,7 @@ def resolve_tokenizer(name_or_path: str | None) -> TokenizerRef:
                           f"tokenizer.json, or a bundled name ({bundled}). Pass --tokenizer with the path to a "
                           "tokenizer.json (or its folder); download hub tokenizers first, e.g. "
                           "huggingface-cli download Qwen/Qwen2.5-Math-7B tokenizer.json")
-    return TokenizerRef(name=name, path=str(path.resolve()), sha256=_sha256(str(path)))
+    return TokenizerRef(name=name, path=str(path.resolve()), sha256=file_sha256(str(path)))
 
 
 # ----------------------------------------------------------------------------- loading
