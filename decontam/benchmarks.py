@@ -305,6 +305,12 @@ def load_file_benchmark(spec: str) -> Benchmark:
         raise ConfigError(f"{path}: question field '{fields.question[0]}' not found"
                           f"{closest(fields.question[0], present)} (fields: {', '.join(sorted(present))}); "
                           f"name the file's fields as NAME=PATH:question_field,answer_field")
+    for i, rec in enumerate(records):
+        # An item without its question would silently go unchecked: refuse the file instead.
+        if rec and _is_missing(rec.get(fields.question[0])):
+            raise InputError(f"{path}: line {i + 1} has no '{fields.question[0]}' field (item id {i}); every "
+                             "benchmark item needs its question. Fix or remove that line (keep the line count "
+                             "if item ids must stay the line numbers)")
     return _build(name, os.path.abspath(path), "file", records, fields)
 
 

@@ -119,3 +119,15 @@ def test_hub_spec_is_parsed_without_touching_the_network() -> None:
                                                             ("problem",), ("solution",))
     name, path, fields = B.parse_benchmark_file_spec("t=data/my test.jsonl:q,a,opts")
     assert (path, fields.question, fields.answer, fields.choices) == ("data/my test.jsonl", ("q",), ("a",), ("opts",))
+
+
+def test_benchmark_file_with_a_missing_question_is_refused(tmp_path: Path) -> None:
+    from corpus.errors import InputError
+
+    p = tmp_path / "mine.jsonl"
+    p.write_text(json.dumps({"question": "What is 1+1?", "answer": "2"}) + "\n" + json.dumps({"answer": "3"}) + "\n")
+    with pytest.raises(InputError) as e:
+        B.load_file_benchmark(f"mine={p}:question,answer")
+    assert str(e.value) == (f"{p}: line 2 has no 'question' field (item id 1); every benchmark item needs its "
+                            "question. Fix or remove that line (keep the line count if item ids must stay the "
+                            "line numbers)")
