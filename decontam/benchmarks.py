@@ -307,7 +307,7 @@ def load_file_benchmark(spec: str) -> Benchmark:
                           f"name the file's fields as NAME=PATH:question_field,answer_field")
     for i, rec in enumerate(records):
         # An item without its question would silently go unchecked: refuse the file instead.
-        if rec and _is_missing(rec.get(fields.question[0])):
+        if rec and rec.get(fields.question[0]) is None:  # absent or null; the string 'None' is data
             raise InputError(f"{path}: line {i + 1} has no '{fields.question[0]}' field (item id {i}); every "
                              "benchmark item needs its question. Fix or remove that line (keep the line count "
                              "if item ids must stay the line numbers)")
