@@ -32,7 +32,7 @@ from corpus.cli import emit, json_option, runner_options, summary_line
 from corpus.config import StageConfig, closest, load_config_file
 from corpus.errors import ConfigError, FatalError
 from corpus.registry import get_stage_class
-from corpus.runner import RunOptions, Stage, is_complete, plan_stage, stage_summary_path
+from corpus.runner import RunOptions, Stage, is_complete, plan_stage, run_stage, stage_summary_path
 from corpus.shards import atomic_write_json
 
 TOP_KEYS = ("workdir", "executor", "inputs", "stages", "name")
@@ -222,16 +222,7 @@ def run_pipeline(pipe: Pipeline, echo: bool = True) -> dict[str, Any]:
             res = _run_command_step(step)
             results.append({"kind": "command", **res})
             continue
-        plan = plan_stage(step.stage, step.inputs, step.output, step.options)  # type: ignore[arg-type]
-        if plan.skipped_summary is not None:
-            summary = plan.skipped_summary
-        else:
-            t0 = time.monotonic()
-            for ex in plan.executors:
-                ex.run()
-            with open(stage_summary_path(step.output), encoding="utf-8") as fh:
-                summary = json.load(fh)
-            summary["seconds"] = round(time.monotonic() - t0, 3)
+        summary = run_stage(step.stage, step.inputs, step.output, step.options)  # type: ignore[arg-type]
         if echo:
             click.echo("    " + summary_line(summary), err=True)
         results.append({"kind": "stage", "label": step.label, "stage": step.stage_name, **summary})
