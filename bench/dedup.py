@@ -1,6 +1,6 @@
 """Bench: MinHash signature throughput against datasketch, and dedup memory on a 1 GB input.
 
-1. Signatures: ``corpus.dedup.minhash_signatures`` (numba over whole Arrow batches) against
+1. Signatures: ``corpus.dedup.text.minhash_signatures`` (numba over whole Arrow batches) against
    datasketch's per-document ``MinHash.update_batch`` on the same real documents, in the
    same run, with the same 5-gram shingles of the same textnorm tokens and 112 permutations.
    Two ratios are printed: *strict* gives datasketch its shingles for free (only
@@ -53,7 +53,7 @@ def load_real_docs() -> pa.Table:
 def bench_signatures(docs: int, rounds: int, seed: int) -> dict[str, float]:
     from datasketch import MinHash
 
-    from corpus import dedup
+    from corpus.dedup import text as dedup_text
     from corpus.textnorm import tokenize
 
     table = load_real_docs()
@@ -62,13 +62,13 @@ def bench_signatures(docs: int, rounds: int, seed: int) -> dict[str, float]:
     texts = table.column("text").combine_chunks().take(pa.array(pick))
     nbytes = pc.sum(pc.binary_length(texts)).as_py()
     pylist = texts.to_pylist()
-    a, b = dedup.permutations(112, 1)
-    dedup.minhash_signatures(texts[:50], 5, a, b)  # compile / load the numba cache outside the timing
+    a, b = dedup_text.permutations(112, 1)
+    dedup_text.minhash_signatures(texts[:50], 5, a, b)  # compile / load the numba cache outside the timing
 
     def ours() -> float:
         t0 = time.perf_counter()
         for off in range(0, len(texts), 1024):
-            dedup.minhash_signatures(texts[off:off + 1024], 5, a, b)
+            dedup_text.minhash_signatures(texts[off:off + 1024], 5, a, b)
         return time.perf_counter() - t0
 
     def shingles() -> tuple[float, list[list[bytes]]]:
@@ -95,7 +95,7 @@ def bench_signatures(docs: int, rounds: int, seed: int) -> dict[str, float]:
     best_ours, best_ds, best_sh = min(t_ours), min(t_ds), min(t_sh)
     t0 = time.perf_counter()
     for off in range(0, len(texts), 1024):
-        dedup.normalize_batch(texts[off:off + 1024])
+        dedup_text.normalize_batch(texts[off:off + 1024])
     t_tok = time.perf_counter() - t0
     return {"docs": len(texts), "mb": nbytes / 1e6, "ours_s": best_ours, "datasketch_s": best_ds,
             "shingling_s": best_sh, "ours_tokenize_s": t_tok, "strict_ratio": best_ds / best_ours,

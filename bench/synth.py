@@ -71,7 +71,7 @@ def load_seeds(k: int) -> list[dict[str, Any]]:
 def overhead(args: argparse.Namespace) -> dict[str, Any]:
     from corpus.runner import RunOptions, run_stage
     from corpus.shards import read_table
-    from synth.engines import get_engine
+    from corpus.teacher import get_engine
     from synth.stage import SynthConfig, SynthStage
     from synth.tasks import load_template
 
@@ -100,7 +100,7 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     native = None
     if args.engine == "vllm":
         # vLLM's own offline throughput on identical prompts and sampling parameters
-        from synth.engines import make_sampling_params
+        from corpus.teacher import make_sampling_params
 
         llm = engine.llm  # type: ignore[attr-defined]
         prompts = engine.build_prompts(reqs)  # type: ignore[attr-defined]
@@ -120,7 +120,7 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     kept = read_table(str(out)).num_rows if list(out.glob("*.parquet")) else 0
     # The tiny model's samples hold no answers, so judging them is cheap; time the judge on
     # realistic samples too: each seed's own reference solution, answer boxed, n times.
-    from synth.engines import Completion
+    from corpus.teacher import Completion
     from synth.tasks import SolveOptions, judge_solve
 
     t0 = time.perf_counter()

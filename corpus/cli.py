@@ -27,8 +27,9 @@ from corpus.runner import RunOptions, options_from
 # Commands that live in corpus/ itself, loaded lazily like the registered ones.
 _BUILTIN = {
     "stats": "corpus.stats:stats_command",
-    "dedup": "corpus.dedup_cli:dedup_group",
+    "dedup": "corpus.dedup.cli:dedup_group",
     "export": "corpus.export.cli:export_command",
+    "extract": "corpus.extract.cli:extract_command",
     "pipeline": "corpus.pipeline:pipeline_group",
 }
 
@@ -77,6 +78,12 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except MathcorpusError as exc:
+            if exc.exit_code == 0:
+                # jobs submitted without --wait (corpus.slurm.JobsSubmitted): how to follow them on
+                # stderr, the job records as JSON on stdout
+                click.echo(str(exc), err=True)
+                click.echo(json.dumps(getattr(exc, "info", {}), indent=2, sort_keys=True, default=str))
+                ctx.exit(0)
             if debug:
                 raise
             click.echo(f"Error: {exc}", err=True)

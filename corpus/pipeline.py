@@ -15,11 +15,9 @@ plan and package version go to ``WORKDIR/pipeline.json``; the run report to
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import shlex
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,8 @@ from corpus.config import StageConfig, closest, load_config_file
 from corpus.errors import ConfigError, FatalError
 from corpus.registry import get_stage_class
 from corpus.runner import RunOptions, Stage, is_complete, plan_stage, run_stage, stage_summary_path
+# the run report (report.json / report.html) is built and drawn in corpus/run_report.py
+from corpus.run_report import build_report, render_report_html, render_report_terminal, write_report  # noqa: F401
 from corpus.shards import atomic_write_json
 
 TOP_KEYS = ("workdir", "executor", "inputs", "stages", "name")
@@ -212,7 +212,7 @@ def run_pipeline(pipe: Pipeline, echo: bool = True) -> dict[str, Any]:
     os.makedirs(pipe.workdir, exist_ok=True)
     atomic_write_json(os.path.join(pipe.workdir, "pipeline.json"), pipe.describe())
     if pipe.options.executor == "slurm":
-        return submit_pipeline(pipe)
+        return submit_pipeline(pipe, echo)
     results: list[dict[str, Any]] = []
     n = len(pipe.steps)
     for step in pipe.steps:
@@ -227,32 +227,56 @@ def run_pipeline(pipe: Pipeline, echo: bool = True) -> dict[str, Any]:
             click.echo("    " + summary_line(summary), err=True)
         results.append({"kind": "stage", "label": step.label, "stage": step.stage_name, **summary})
     report = build_report(pipe, results)
-    atomic_write_json(os.path.join(pipe.workdir, "report.json"), report)
-    Path(pipe.workdir, "report.html").write_text(render_report_html(report), encoding="utf-8")
+    write_report(report, pipe.workdir)
     return report
 
 
-def submit_pipeline(pipe: Pipeline) -> dict[str, Any]:
-    """Submit every shard stage as a chain of dependent datatrove Slurm jobs (one sbatch array per phase)."""
+def submit_pipeline(pipe: Pipeline, echo: bool = True) -> dict[str, Any]:
+    """Submit every unfinished shard stage as a chain of dependent Slurm job arrays (one per phase).
+
+    Finished stages are skipped and finished tasks of a stage are not resubmitted, so rerunning
+    after a failed or cancelled job resumes. Without ``wait`` returns the job records; with it,
+    follows the jobs and returns the same report as a local run.
+    """
+    from corpus import slurm
+
+    stage_steps = [s for s in pipe.steps if s.kind == "stage"]
+    for step in stage_steps:
+        slurm.validate(step.options)
+    slurm.check_resubmit([s.output for s in stage_steps], pipe.workdir)
     previous = None
-    submitted = []
+    plans = []
     for step in pipe.steps:
         if step.kind == "command":
             if step.creates and os.path.exists(step.creates):
                 continue
             raise ConfigError(f"step '{step.label}' is a command step; run it once locally before submitting "
                               f"to Slurm (it must create {step.creates})")
+        # a stage after one that is submitted now cannot list its inputs yet: its tasks do
         deferred = previous is not None
         plan = plan_stage(step.stage, step.inputs, step.output, step.options, depends=previous,  # type: ignore[arg-type]
                           deferred_inputs=deferred)
         if plan.skipped_summary is not None:
             continue
         previous = plan.last
-        submitted.append({"label": step.label, "output": step.output, "tasks": plan.run.tasks,
-                          "logging_dir": plan.run.logging_dir})
-    if previous is not None:
-        previous.run()  # datatrove launches every dependency first, with afterok links
-    return {"submitted": submitted, "workdir": pipe.workdir}
+        plans.append(plan)
+    records = slurm.submit(plans)
+    if echo:
+        click.echo(slurm.submission_message(records, pipe.workdir), err=True)
+    if not pipe.options.wait:
+        return {"submitted": records, "workdir": pipe.workdir}
+    slurm.wait([s.output for s in stage_steps], lambda line: click.echo(line, err=True) if echo else None)
+    results: list[dict[str, Any]] = []
+    for step in pipe.steps:
+        if step.kind == "command":
+            results.append({"kind": "command", "label": step.label, "skipped": True, "creates": step.creates})
+        else:
+            summary = _read_json(stage_summary_path(step.output)) or {}
+            results.append({"kind": "stage", "label": step.label, "stage": step.stage_name, **summary})
+    report = build_report(pipe, results)
+    atomic_write_json(os.path.join(pipe.workdir, "report.json"), report)
+    Path(pipe.workdir, "report.html").write_text(render_report_html(report), encoding="utf-8")
+    return report
 
 
 def _read_json(path: str) -> dict[str, Any] | None:
@@ -262,115 +286,25 @@ def _read_json(path: str) -> dict[str, Any] | None:
     return None
 
 
-def build_report(pipe: Pipeline, results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-stage docs/bytes in and out, removals by reason, contamination summary, export manifest."""
-    stages = []
-    contamination = None
-    manifest = None
-    for r in results:
-        if r["kind"] != "stage":
-            stages.append({"label": r["label"], "kind": "command", "creates": r.get("creates"),
-                           "skipped": r.get("skipped", False)})
-            continue
-        row = {k: r.get(k) for k in ("label", "stage", "docs_in", "bytes_in", "kept", "removed",
-                                     "removed_by_reason", "bad_files", "output", "seconds", "skipped")}
-        row["kind"] = "stage"
-        # A stage that writes a report a person reads (decontam) names its summary file in
-        # its run summary under its own key; the pipeline only follows the path.
-        for key, val in r.items():
-            if isinstance(val, dict) and str(val.get("summary", "")).endswith("summary.json"):
-                found = _read_json(val["summary"])
-                if found is not None:
-                    row["report"] = val.get("report")
-                    row["report_summary"] = found
-                    contamination = found
-        m = _read_json(os.path.join(str(r.get("output")), "manifest.json"))
-        if m:
-            manifest = m
-            row["tokens_out"] = m.get("tokens_after_mix", m.get("tokens"))
-        stages.append(row)
-    return {"pipeline": pipe.path, "workdir": pipe.workdir, "mathcorpus_version": __version__,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stages": stages,
-            "contamination": contamination, "export_manifest": manifest}
-
-
-def render_report_terminal(report: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    con = Console(file=sys.stdout, width=120)
-    t = Table(title=f"pipeline {report['pipeline']}")
-    for c in ("stage", "docs in", "MB in", "kept", "removed", "removed by reason", "tokens out", "s"):
-        t.add_column(c, justify="left" if c in ("stage", "removed by reason") else "right")
-    for s in report["stages"]:
-        if s["kind"] == "command":
-            t.add_row(s["label"], "", "", "", "", "(command step)", "", "")
-            continue
-        reasons = ", ".join(f"{k}={v}" for k, v in (s.get("removed_by_reason") or {}).items())
-        t.add_row(s["label"], f"{s['docs_in']:,}", f"{(s['bytes_in'] or 0) / 1e6:,.2f}", f"{s['kept']:,}",
-                  f"{s['removed']:,}", reasons, f"{s['tokens_out']:,}" if s.get("tokens_out") else "",
-                  f"{s.get('seconds') or 0:.1f}")
-    con.print(t)
-    c = report.get("contamination")
-    if c and c.get("benchmarks"):
-        ct = Table(title="contamination")
-        for col in ("benchmark", "items", "items found", "% touched", "docs removed"):
-            ct.add_column(col, justify="left" if col == "benchmark" else "right")
-        for name, b in c["benchmarks"].items():
-            ct.add_row(name, str(b.get("items", "")), str(b.get("items_found", "")),
-                       f"{b.get('pct_touched', 0):.2f}", str(b.get("docs_removed", "")))
-        con.print(ct)
-    m = report.get("export_manifest")
-    if m:
-        con.print(f"export: {json.dumps({k: m.get(k) for k in ('format', 'tokens', 'documents', 'seq_len', 'dtype') if k in m})}")
-    for s in report["stages"]:
-        if s.get("report"):
-            con.print(f"{s['label']} report: {s['report']}  (mathcorpus decontam report {s['report']} --html x.html)")
-        if s.get("tokens_out"):
-            con.print(f"shards: {s['output']}")
-    con.print(f"run report: {os.path.join(report['workdir'], 'report.html')}")
-
-
-def render_report_html(report: dict[str, Any]) -> str:
-    """A small self-contained HTML run report (no scripts, no external assets)."""
-    e = html.escape
-    rows = []
-    for s in report["stages"]:
-        if s["kind"] == "command":
-            rows.append(f"<tr><td>{e(s['label'])}</td><td colspan=6>command step"
-                        f"{' (skipped, already done)' if s.get('skipped') else ''}</td></tr>")
-            continue
-        reasons = "<br>".join(f"{e(k)}: {v:,}" for k, v in (s.get("removed_by_reason") or {}).items())
-        rows.append(f"<tr><td>{e(s['label'])}</td><td>{s['docs_in']:,}</td><td>{(s['bytes_in'] or 0) / 1e6:,.2f}</td>"
-                    f"<td>{s['kept']:,}</td><td>{s['removed']:,}</td><td>{reasons}</td>"
-                    f"<td>{s.get('tokens_out') or ''}</td></tr>")
-    contam = ""
-    c = report.get("contamination")
-    if c and c.get("benchmarks"):
-        crow = "".join(f"<tr><td>{e(n)}</td><td>{b.get('items', '')}</td><td>{b.get('items_found', '')}</td>"
-                       f"<td>{b.get('pct_touched', 0):.2f}</td><td>{b.get('docs_removed', '')}</td></tr>"
-                       for n, b in c["benchmarks"].items())
-        contam = ("<h2>Contamination</h2><table><tr><th>benchmark</th><th>items</th><th>items found</th>"
-                  f"<th>% touched</th><th>docs removed</th></tr>{crow}</table>")
-    manifest = ""
-    if report.get("export_manifest"):
-        manifest = f"<h2>Export manifest</h2><pre>{e(json.dumps(report['export_manifest'], indent=2))}</pre>"
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>mathcorpus run report</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
-pre{{background:#f6f6f6;padding:1em;overflow:auto;max-height:30em}}</style></head><body>
-<h1>mathcorpus run report</h1><p>pipeline <code>{e(report['pipeline'])}</code>, workdir <code>{e(report['workdir'])}</code>,
-mathcorpus {e(report['mathcorpus_version'])}, finished {e(report['finished'])}</p>
-<h2>Stages</h2><table><tr><th>stage</th><th>docs in</th><th>MB in</th><th>kept</th><th>removed</th>
-<th>removed by reason</th><th>tokens out</th></tr>{''.join(rows)}</table>{contam}{manifest}</body></html>
-"""
-
-
 def pipeline_status(workdir: str) -> dict[str, Any]:
-    """Each step's state (complete, partial with tasks done, pending) and its counts."""
+    """Each step's state and counts: complete, partial (tasks done) or pending; for stages
+    submitted to Slurm the job state instead: pending, running, blocked or failed (with the log).
+
+    ``workdir`` is a pipeline workdir, or the output folder of one stage command.
+    """
+    from corpus import slurm
+
     desc = _read_json(os.path.join(workdir, "pipeline.json"))
     if desc is None:
-        raise ConfigError(f"{workdir}: no pipeline.json here; is this a pipeline workdir?")
+        cfg = _read_json(os.path.join(workdir, "_run", "config.json"))
+        if cfg is None:
+            raise ConfigError(f"{workdir}: neither a pipeline workdir (pipeline.json) nor a stage output folder "
+                              "(_run/config.json)")
+        desc = {"steps": [{"label": cfg.get("fingerprint", {}).get("stage", "stage"), "kind": "stage",
+                           "output": workdir}]}
+    recs = [slurm.read_jobs(st["output"]) for st in desc["steps"] if st["kind"] == "stage"]
+    ids = [j for r in recs if r for j in slurm.all_job_ids(r, False)]
+    jobs = slurm.query_jobs(ids) if ids else {}
     out = []
     for st in desc["steps"]:
         row: dict[str, Any] = {"label": st["label"], "kind": st["kind"], "output": st["output"]}
@@ -387,6 +321,14 @@ def pipeline_status(workdir: str) -> dict[str, Any]:
             row.update(state="partial", tasks_done=done, tasks=tasks)
         else:
             row["state"] = "pending"
+        sl = slurm.stage_state(st["output"], jobs) if st["kind"] == "stage" else None
+        if sl is not None and sl["state"] == "pending" and any(r.get("state") in ("failed", "blocked") for r in out):
+            sl = {**sl, "state": "blocked", "reason": "an earlier stage's job failed or was cancelled"}
+        if sl is not None:
+            row["slurm"] = sl
+            if row["state"] != "complete":
+                row["state"] = sl["state"]
+                row["detail"] = slurm.describe_state(sl)
         out.append(row)
     return {"workdir": workdir, "steps": out}
 
@@ -430,7 +372,9 @@ def run_command(pipeline_file: str, workdir: str | None, sets: tuple[str, ...], 
 @click.argument("workdir", type=click.Path(file_okay=False))
 @json_option
 def status_command(workdir: str, as_json: bool) -> None:
-    """Show each stage's state (complete / partial / pending) and counts.
+    """Show each stage's state and counts; for Slurm jobs: pending, running, failed (with its log), complete.
+
+    WORKDIR is a pipeline workdir or the output folder of a single stage command.
 
     \b
     Example:
@@ -445,6 +389,8 @@ def status_command(workdir: str, as_json: bool) -> None:
                 extra = f"  {row['docs_in']:,} in, {row['kept']:,} kept, {row['removed']:,} removed"
             elif row["state"] == "partial":
                 extra = f"  {row['tasks_done']}/{row['tasks']} tasks done"
+            elif row.get("detail"):
+                extra = "  " + row["detail"].split(": ", 1)[-1]
             click.echo(f"{row['label']:<20} {row['state']:<9}{extra}")
 
     emit(st, as_json, human)

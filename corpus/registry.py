@@ -23,9 +23,10 @@ STAGES_GROUP = "mathcorpus.stages"
 # Stages that live in corpus/ itself (no entry point needed, but listed the same way).
 _BUILTIN_STAGES = {
     "copy": "corpus.passthrough:CopyStage",
-    "dedup-exact": "corpus.dedup:ExactDedupStage",
-    "dedup-minhash": "corpus.dedup:MinhashDedupStage",
+    "dedup-exact": "corpus.dedup.exact:ExactDedupStage",
+    "dedup-minhash": "corpus.dedup.minhash:MinhashDedupStage",
     "export": "corpus.export.stage:ExportStage",
+    "extract": "corpus.extract.stage:ExtractStage",
 }
 
 

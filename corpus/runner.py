@@ -23,9 +23,7 @@ completion markers skip finished tasks, so a killed run neither loses nor duplic
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shutil
 import sys
 import time
 from collections import Counter
@@ -38,7 +36,8 @@ import numpy as np
 import pyarrow as pa
 from datatrove.pipeline.base import PipelineStep
 
-from corpus import __version__, schema
+from corpus import __version__, idcheck, schema
+from corpus import fs as cfs
 from corpus.config import StageConfig, opt
 from corpus.errors import ConfigError, FatalError, InputError, MathcorpusError, ShardError
 from corpus.progress import Progress
@@ -74,13 +73,18 @@ class RunOptions(StageConfig):
     overwrite: bool = opt(False, help="Delete an existing output of a different run instead of refusing.")
     allow_duplicate_ids: bool = opt(False, help="Only count ids that occur more than once across the input "
                                                 "instead of failing the stage (ids should be unique).")
+    id_partitions: int = opt(0, help="Tasks of the duplicate-id check, each checking one range of id hashes "
+                                     "(memory per task ~ 8 bytes x documents / this); 0 = one per map task.")
     slurm_partition: str | None = opt(None, help="Slurm partition (executor=slurm).")
     slurm_time: str = opt("24:00:00", help="Slurm time limit per job (executor=slurm).")
     slurm_cpus_per_task: int = opt(1, help="CPUs per Slurm task (executor=slurm).")
-    slurm_mem_per_cpu_gb: float = opt(2.0, help="Memory per CPU in GB (executor=slurm).")
+    slurm_mem_per_cpu_gb: float = opt(2.0, help="Memory per CPU in GB, fractions allowed (sent to sbatch in whole "
+                                                "MB: 1.5 -> 1536M) (executor=slurm).")
     slurm_venv: str | None = opt(None, help="Virtualenv activated in sbatch scripts (executor=slurm).")
     slurm_sbatch_args: dict[str, Any] = opt(help="Extra #SBATCH options, e.g. account=proj,qos=high.",
                                             factory=dict)
+    wait: bool = opt(False, help="executor=slurm: after submitting, wait for the jobs, show progress and print the "
+                                 "usual summary (default: print the job ids and return).")
     ray_address: str | None = opt(None, help="Ray cluster address (executor=ray); default: auto-detect or "
                                              "start a local Ray.")
     ray_cpus_per_task: int = opt(1, help="CPUs reserved per Ray task (executor=ray).")
@@ -91,6 +95,9 @@ class RunOptions(StageConfig):
                 raise ConfigError(f"executor option '{name}' must be at least 1, got {getattr(self, name)}")
         if self.tasks < 0:
             raise ConfigError(f"executor option 'tasks' must be 0 (one per file) or more, got {self.tasks}")
+        if self.id_partitions < 0:
+            raise ConfigError(f"executor option 'id_partitions' must be 0 (one per map task) or more, "
+                              f"got {self.id_partitions}")
 
 
 # ----------------------------------------------------------------------------- contexts
@@ -113,10 +120,16 @@ class RunContext:
     logging_dir: str
     bad_files: list[dict[str, str]] = field(default_factory=list)
     inputs: list[str] = field(default_factory=list)
+    # set when Stage.prepare runs as the stage's first job (see plan_stage): where it saves the stage
+    prepared: str | None = None
+    # The stage's input hooks (Stage.list_inputs / read_batches), for stages that read
+    # other formats (extract reads WARC and HTML); None = the shard readers.
+    lister: Callable[[Sequence[str]], list[str]] | None = None
+    reader: Callable[[str, "TaskContext | None"], Any] | None = None
 
     def all_files(self) -> list[str]:
         if self.files is None:
-            self.files = list_input_files(self.inputs)
+            self.files = (self.lister or list_input_files)(self.inputs)
         return self.files
 
     def task_files(self, rank: int) -> list[str]:
@@ -129,7 +142,7 @@ class RunContext:
 
     @property
     def stats_dir(self) -> str:
-        return os.path.join(self.logging_dir, STATS_SUBDIR)
+        return cfs.join(self.logging_dir, STATS_SUBDIR)
 
 
 @dataclass
@@ -149,7 +162,7 @@ class TaskContext:
         """A ShardWriter for side table ``name`` under ``_side/name/`` (rank-named, atomic)."""
         if name not in self._side:
             o = self.run.options
-            self._side[name] = ShardWriter(os.path.join(self.run.side_dir, name), self.run.stage_name,
+            self._side[name] = ShardWriter(cfs.join(self.run.side_dir, name), self.run.stage_name,
                                            self.rank, max_rows=o.shard_rows, max_bytes=o.shard_mb << 20,
                                            row_group_rows=o.row_group_rows)
         return self._side[name]
@@ -193,6 +206,11 @@ class Stage:
 
     name: ClassVar[str] = "stage"
     Config: ClassVar[type[StageConfig]] = StageConfig
+    # True when prepare() reads the input files (export samples them to choose an engine). In a
+    # submitted chain whose inputs an earlier stage has yet to write, prepare then runs as the
+    # stage's first job; otherwise (index builds, model hashing, template checks) it runs in the
+    # driver before anything is submitted, so errors come before any job starts.
+    prepare_reads_inputs: ClassVar[bool] = False
     # False for stages that consume documents instead of passing them on (export): the rows
     # of ``BatchResult.kept`` are counted ("kept" = consumed) but no kept shards are written.
     writes_documents: ClassVar[bool] = True
@@ -202,7 +220,9 @@ class Stage:
 
     # driver side
     def prepare(self, run: RunContext) -> None:
-        """Runs once in the driver before any task (e.g. build or check an index)."""
+        """Runs once before any task (build or check an index, hash a model). Results kept on
+        ``self`` or ``run`` reach every task: it runs in the driver, or as the stage's first job
+        (``prepare_reads_inputs`` with inputs an earlier submitted stage has yet to write)."""
 
     def pre_phases(self, run: RunContext) -> list[Phase]:
         """Global steps run, in order, before the map phase."""
@@ -222,6 +242,20 @@ class Stage:
         """Columns every input file must have (default id and text)."""
         return schema.REQUIRED
 
+    # input hooks: the defaults read Parquet/JSONL shards; extract overrides them for WARC/HTML
+    def list_inputs(self, inputs: Sequence[str]) -> list[str]:
+        """Expand the command's inputs (files, folders, globs) into the sorted list of input files."""
+        return list_input_files(inputs)
+
+    def preflight(self, files: Sequence[str]) -> list[tuple[str, MathcorpusError]]:
+        """Cheap checks of every input file before anything is written: (path, error) per bad file."""
+        return preflight(files, self.required_columns())
+
+    def read_batches(self, path: str, task: "TaskContext | None" = None) -> Any:
+        """Stream one input file as Arrow record batches (ShardError = a bad file, --skip-bad-files)."""
+        rows = task.run.options.batch_rows if task is not None else 8192
+        return iter_batches(path, rows, required=self.required_columns())
+
     # task side
     def setup(self, task: TaskContext) -> None:
         """Load heavy objects lazily, once per task."""
@@ -239,65 +273,46 @@ def _as_table(data: pa.RecordBatch | pa.Table) -> pa.Table:
 
 def _clear_rank_outputs(folder: str, stage: str, rank: int) -> None:
     """Remove a task's earlier (possibly partial) outputs so a rerun does not duplicate them."""
-    prefix = f"{stage}-{rank:05d}-"
-    if not os.path.isdir(folder):
-        return
-    for root, _dirs, files in os.walk(folder):
-        for f in files:
-            if f.startswith(prefix):
-                os.unlink(os.path.join(root, f))
+    cfs.remove_prefixed(folder, f"{stage}-{rank:05d}-", recursive=True)
 
 
-def id_hash(ids: pa.Array) -> np.ndarray:
-    """64-bit hashes of a batch of ids (polars' vectorized hash with a fixed seed).
-
-    Used only to find ids that occur twice within one run, so stability across polars
-    versions does not matter; determinism within a run does, hence the explicit seed.
-    """
-    import polars as pl
-
-    return pl.Series(ids).hash(seed=0x6D617468).to_numpy()
+# The duplicate-id check lives in corpus/idcheck.py; ``id_hash`` stays importable from here.
+id_hash = idcheck.id_hash
 
 
-def _save_npy(path: str, arr: np.ndarray) -> None:
-    tmp = path + ".tmp.npy"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        np.save(tmp, arr)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise FatalError(f"{path}: cannot write ({exc}); check free space and permissions") from exc
+def id_folder(run: RunContext) -> str:
+    """Where map tasks spill their sorted id hashes and the check tasks write their results."""
+    return cfs.join(run.stats_dir, "ids")
+
+
+def id_partitions(run: RunContext) -> int:
+    """How many hash ranges (check tasks) the duplicate-id check uses."""
+    return max(1, run.options.id_partitions or run.tasks)
 
 
 def duplicate_ids(run: RunContext, limit: int = 5) -> tuple[int, list[str]]:
-    """How many ids occur more than once across the run's input, and a few of them by name."""
-    arrays = []
-    for rank in range(run.tasks):
-        p = os.path.join(run.stats_dir, f"{rank:05d}.ids.npy")
-        if os.path.exists(p):
-            arrays.append(np.load(p))
-    if not arrays:
+    """How many ids occur more than once across the run's input, and a few of them by name.
+
+    Sums the per-range results of the ``ids`` phase; reads the input again only when there
+    are duplicates, to name them.
+    """
+    n_extra, hashes = idcheck.collect(id_folder(run), id_partitions(run), keep=limit * 4)
+    if not n_extra:
         return 0, []
-    allh = np.sort(np.concatenate(arrays))
-    dup_mask = allh[1:] == allh[:-1]
-    if not dup_mask.any():
-        return 0, []
-    dups = np.unique(allh[1:][dup_mask])
-    n_extra = int(dup_mask.sum())
-    examples: list[str] = []
-    want = set(dups[: limit * 4].tolist())
-    for path in run.all_files():  # error path only: find the ids by name for the message
-        for batch in iter_batches(path, columns=[schema.ID], required=(schema.ID,)):
-            ids = batch.column(schema.ID)
-            hit = np.isin(id_hash(ids), list(want))
-            for v in ids.filter(pa.array(hit)).to_pylist():
-                if v not in examples:
-                    examples.append(v)
-            if len(examples) >= limit:
-                return n_extra, examples[:limit]
-    return n_extra, examples
+    read = (lambda path: run.reader(path, None)) if run.reader is not None else None  # type: ignore[misc]
+    return n_extra, idcheck.find_examples(run.all_files(), hashes, limit, read=read)
+
+
+def _idcheck_task(run: RunContext, rank: int, world_size: int) -> None:
+    """Check task ``rank`` of the ``ids`` phase: repeated hashes in its range, over every map task's runs."""
+    runs = []
+    for r in range(run.tasks):
+        p = cfs.join(run.stats_dir, f"{r:05d}.json")
+        if not cfs.exists(p):
+            raise FatalError(f"{run.output}: task {r} finished without its stats file {p}; rerun the "
+                             "same command to redo that task")
+        runs.append(int(cfs.read_json(p).get("id_runs", 0)))
+    idcheck.check_partition(id_folder(run), runs, rank, id_partitions(run))
 
 
 def _text_bytes(batch: pa.RecordBatch, required: Sequence[str]) -> int:
@@ -306,7 +321,7 @@ def _text_bytes(batch: pa.RecordBatch, required: Sequence[str]) -> int:
     total = 0
     for c in cols:
         arr = batch.column(c)
-        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_binary(arr.type):
             total += int(pa.compute.sum(pa.compute.binary_length(arr)).as_py() or 0)
     return total
 
@@ -326,7 +341,8 @@ def run_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> dict[
     docs_in = bytes_in = kept = kept_inputs = 0
     removed: Counter = Counter()
     bad: list[dict[str, str]] = []
-    id_hashes: list[np.ndarray] = []
+    # sorted runs of id hashes for the duplicate-id check (drops an earlier attempt's runs)
+    id_spill = idcheck.IdSpiller(id_folder(run), rank)
     t0 = time.monotonic()
     progress = Progress(f"{run.stage_name}[{rank}]")
     stage.setup(task)
@@ -334,7 +350,7 @@ def run_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> dict[
         for path in files:
             task.current_file = path
             try:
-                for batch in iter_batches(path, o.batch_rows, required=required):
+                for batch in stage.read_batches(path, task):
                     batch = schema.add_domain(batch)
                     nbytes = _text_bytes(batch, required)
                     docs_in += batch.num_rows
@@ -356,7 +372,7 @@ def run_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> dict[
                             rem = rem.append_column(schema.REMOVAL_STAGE,
                                                     pa.array([run.stage_name] * rem.num_rows, pa.string()))
                         removed_w.write(rem)
-                    id_hashes.append(id_hash(batch.column(schema.ID)))
+                    id_spill.add(id_hash(batch.column(schema.ID)))
                     progress.update(batch.num_rows, nbytes)
             except ShardError as exc:
                 if not o.skip_bad_files:
@@ -383,11 +399,9 @@ def run_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> dict[
         "rank": rank, "files": files, "docs_in": docs_in, "bytes_in": bytes_in, "kept": kept,
         "kept_inputs": kept_inputs,
         "removed": dict(sorted(removed.items())), "bad_files": bad, "counters": dict(task.counters),
-        "extra": task.extra, "seconds": round(time.monotonic() - t0, 3),
+        "extra": task.extra, "seconds": round(time.monotonic() - t0, 3), "id_runs": id_spill.close(),
     }
-    hashes = np.sort(np.concatenate(id_hashes)) if id_hashes else np.empty(0, np.uint64)
-    _save_npy(os.path.join(run.stats_dir, f"{rank:05d}.ids.npy"), hashes)
-    atomic_write_json(os.path.join(run.stats_dir, f"{rank:05d}.json"), stats)
+    atomic_write_json(cfs.join(run.stats_dir, f"{rank:05d}.json"), stats)
     return stats
 
 
@@ -411,11 +425,51 @@ class _Step(PipelineStep):
         return None
 
 
-def _run_phase(phase: Phase, run: RunContext, rank: int, world_size: int) -> None:
-    phase.fn(rank, world_size, run)
+PREPARED_FILE = "prepared.pkl"
+
+
+def _prepare_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> None:
+    """First job of a stage whose driver-side preparation reads inputs that did not exist when the
+    chain was submitted: run ``Stage.prepare`` and save the prepared stage for every later job."""
+    import dill
+
+    from corpus.shards import atomic_write_bytes
+
+    stage.prepare(run)
+    atomic_write_bytes(run.prepared, dill.dumps((stage, run)))  # type: ignore[arg-type]
+
+
+def _prepared(stage: Stage, run: RunContext) -> tuple[Stage, RunContext]:
+    """The stage and context as the prepare job left them (unchanged when prepare ran in the driver)."""
+    if not run.prepared:
+        return stage, run
+    import dill
+    import fsspec
+
+    try:
+        with fsspec.open(run.prepared, "rb") as fh:
+            return dill.load(fh)
+    except FileNotFoundError as exc:
+        raise FatalError(f"{run.output}: the stage's prepare job left no {run.prepared}; rerun the same command "
+                         "to redo it") from exc
+
+
+def _map_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> None:
+    stage, run = _prepared(stage, run)
+    run_task(stage, run, rank, world_size)
+
+
+def _run_phase(phase: Phase, run: RunContext, rank: int, world_size: int, stage: Stage | None = None) -> None:
+    fn = phase.fn
+    if stage is not None and run.prepared:
+        new_stage, run = _prepared(stage, run)
+        if getattr(fn, "__self__", None) is stage:  # a bound method of the stage: call it on the prepared one
+            fn = getattr(new_stage, fn.__name__)
+    fn(rank, world_size, run)
 
 
 def _finalize_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> None:
+    stage, run = _prepared(stage, run)
     finalize_stage(stage, run)
 
 
@@ -498,16 +552,19 @@ def make_executor(steps: list[PipelineStep], tasks: int, opts: RunOptions, loggi
         return LocalPipelineExecutor(pipeline=steps, tasks=tasks, workers=workers, logging_dir=logging_dir,
                                      depends=depends, skip_completed=True)
     if opts.executor == "slurm":
-        from datatrove.executor import SlurmPipelineExecutor
+        from corpus import slurm
 
         if not opts.slurm_partition:
             raise ConfigError("executor=slurm needs slurm_partition (--slurm-partition)")
-        return SlurmPipelineExecutor(pipeline=steps, tasks=tasks, workers=opts.workers if opts.workers > 1 else -1,
-                                     time=opts.slurm_time, partition=opts.slurm_partition,
-                                     cpus_per_task=opts.slurm_cpus_per_task, mem_per_cpu_gb=opts.slurm_mem_per_cpu_gb,
-                                     job_name=job_name, logging_dir=logging_dir, depends=depends,
-                                     venv_path=opts.slurm_venv, sbatch_args=dict(opts.slurm_sbatch_args),
-                                     skip_completed=True)
+        # memory in whole MB (sbatch refuses "2.0G"); no QOS unless asked for (many clusters have no
+        # "normal" QOS); the user's own #SBATCH options win over ours.
+        sbatch_args = {"mem-per-cpu": f"{slurm.mem_mb(opts.slurm_mem_per_cpu_gb)}M", **opts.slurm_sbatch_args}
+        return slurm.SlurmExecutor(pipeline=steps, tasks=tasks, workers=opts.workers if opts.workers > 1 else -1,
+                                   time=opts.slurm_time, partition=opts.slurm_partition,
+                                   cpus_per_task=opts.slurm_cpus_per_task, mem_per_cpu_gb=opts.slurm_mem_per_cpu_gb,
+                                   job_name=job_name, logging_dir=logging_dir, depends=depends, qos="",
+                                   venv_path=opts.slurm_venv, env_command=slurm.env_command(opts),
+                                   sbatch_args=sbatch_args, skip_completed=True)
     if opts.executor == "ray":
         import ray
         from datatrove.executor.ray import RayPipelineExecutor
@@ -526,7 +583,7 @@ def preflight(files: Sequence[str], required: Sequence[str] = schema.REQUIRED) -
     problems: list[tuple[str, MathcorpusError]] = []
     for path in files:
         try:
-            if os.path.exists(path) and os.path.getsize(path) == 0:
+            if not cfs.is_remote(path) and os.path.exists(path) and os.path.getsize(path) == 0:
                 raise ShardError(f"{path}: the file is empty (0 bytes); remove it or pass --skip-bad-files", path)
             it = iter_batches(path, batch_rows=16, required=required)
             next(it, None)
@@ -536,16 +593,19 @@ def preflight(files: Sequence[str], required: Sequence[str] = schema.REQUIRED) -
     return problems
 
 
-def _fingerprint(stage: Stage, files: Sequence[str], tasks: int) -> dict[str, Any]:
-    return {"stage": stage.name, "stage_config": stage.config.to_dict(), "inputs": list(files), "tasks": tasks}
+def _fingerprint(stage: Stage, files: Sequence[str], tasks: int, deferred: bool = False) -> dict[str, Any]:
+    fp = {"stage": stage.name, "stage_config": stage.config.to_dict(), "inputs": list(files), "tasks": tasks}
+    if deferred:  # inputs are the paths as given, listed by the tasks when they start
+        fp["deferred"] = True
+    return fp
 
 
 def stage_summary_path(output: str) -> str:
-    return os.path.join(output, RUN_DIR, "summary.json")
+    return cfs.join(output, RUN_DIR, "summary.json")
 
 
 def is_complete(output: str) -> bool:
-    return os.path.exists(stage_summary_path(output))
+    return cfs.exists(stage_summary_path(output))
 
 
 @dataclass
@@ -556,6 +616,7 @@ class StagePlan:
     run: RunContext
     executors: list[Any]
     skipped_summary: dict[str, Any] | None = None
+    phase_names: list[str] = field(default_factory=list)
 
     @property
     def first(self) -> Any:
@@ -583,6 +644,14 @@ def plan_stage(stage: Stage, inputs: Sequence[str], output: str, opts: RunOption
     opts = opts or RunOptions()
     bad: list[dict[str, str]] = []
     files: list[str] | None
+    config_path = cfs.join(output, RUN_DIR, "config.json")
+    old: dict[str, Any] | None = None
+    if cfs.exists(config_path):
+        old = cfs.read_json(config_path).get("fingerprint")
+    # A stage first submitted before its inputs existed keeps that layout (task count, prepare
+    # job) on every rerun, so the tasks and phases that finished are reused, not redone.
+    if old and old.get("deferred") and old == _fingerprint(stage, list(inputs), opts.tasks, deferred=True):
+        deferred_inputs = True
     if deferred_inputs:
         if not opts.tasks:
             raise ConfigError(f"stage {stage.name}: its input comes from an earlier stage, so set 'tasks' "
@@ -590,12 +659,11 @@ def plan_stage(stage: Stage, inputs: Sequence[str], output: str, opts: RunOption
         files = None
         tasks = opts.tasks
     else:
-        files = list_input_files(inputs)
-        out_abs = os.path.abspath(output)
+        files = stage.list_inputs(inputs)
         for f in files:
-            if os.path.abspath(f).startswith(out_abs + os.sep):
+            if cfs.inside(f, output):
                 raise ConfigError(f"{f}: an input file lies inside the output folder {output}; choose another -o")
-        problems = preflight(files, stage.required_columns())
+        problems = stage.preflight(files)
         if problems:
             if not opts.skip_bad_files:
                 path, exc = problems[0]
@@ -606,30 +674,27 @@ def plan_stage(stage: Stage, inputs: Sequence[str], output: str, opts: RunOption
             files = [f for f in files if f not in bad_paths]
         tasks = opts.tasks or max(1, len(files))
         tasks = max(1, min(tasks, max(1, len(files))))
-    logging_dir = opts.logging_dir or os.path.join(output, LOGS_DIR)
+    logging_dir = opts.logging_dir or cfs.join(output, LOGS_DIR)
     run = RunContext(stage_name=stage.name, files=files, output=output, options=opts, tasks=tasks,
-                     removed_dir=opts.removed_dir or os.path.join(output, REMOVED_DIR),
-                     side_dir=os.path.join(output, SIDE_DIR), logging_dir=logging_dir, bad_files=bad,
-                     inputs=list(inputs))
-    config_path = os.path.join(output, RUN_DIR, "config.json")
-    fp = _fingerprint(stage, files if files is not None else list(inputs), tasks)
-    if os.path.exists(config_path):
-        with open(config_path, encoding="utf-8") as fh:
-            old = json.load(fh).get("fingerprint")
+                     removed_dir=opts.removed_dir or cfs.join(output, REMOVED_DIR),
+                     side_dir=cfs.join(output, SIDE_DIR), logging_dir=logging_dir, bad_files=bad,
+                     inputs=list(inputs), lister=stage.list_inputs, reader=stage.read_batches)
+    fp = _fingerprint(stage, files if files is not None else list(inputs), tasks, deferred=deferred_inputs)
+    if old is not None:
         if old != fp:
             if not opts.overwrite:
                 raise ConfigError(f"{output}: holds a run with different settings or inputs; pass --overwrite "
                                   "to replace it, or choose another output folder")
-            shutil.rmtree(output)
-            if opts.removed_dir and os.path.isdir(opts.removed_dir):
-                shutil.rmtree(opts.removed_dir)
-    elif os.path.isdir(output) and any(not n.startswith(".") for n in os.listdir(output)):
+            cfs.rmtree(output)
+            if opts.removed_dir:
+                cfs.rmtree(opts.removed_dir)
+    elif not cfs.is_empty_dir(output):
         if not opts.overwrite:
             raise ConfigError(f"{output}: the output folder exists and is not empty; pass --overwrite or choose "
                               "another output folder")
-        shutil.rmtree(output)
+        cfs.rmtree(output)
     try:
-        os.makedirs(output, exist_ok=True)
+        cfs.makedirs(output)
     except OSError as exc:
         raise FatalError(f"{output}: cannot create the output folder ({exc}); check permissions and free space") from exc
     atomic_write_json(config_path, {
@@ -637,28 +702,45 @@ def plan_stage(stage: Stage, inputs: Sequence[str], output: str, opts: RunOption
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
     if is_complete(output):
-        with open(stage_summary_path(output), encoding="utf-8") as fh:
-            summary = json.load(fh)
+        summary = cfs.read_json(stage_summary_path(output))
         summary["skipped"] = True
         return StagePlan(stage, run, [], skipped_summary=summary)
     # summary.json is the stage's completion mark; without it the finalize phase must run again
     # even if a killed earlier attempt left its datatrove completion marker behind.
-    stale = os.path.join(logging_dir, "finalize", "completions", "00000")
-    if os.path.exists(stale):
-        os.unlink(stale)
-    if not deferred_inputs:
+    cfs.remove(cfs.join(logging_dir, "finalize", "completions", "00000"))
+    # Driver-side preparation, one rule for every executor: in the driver now, unless it reads
+    # inputs that an earlier stage of a submitted chain has not written yet; then it is the
+    # stage's first job, and every later job loads the stage it prepared.
+    phases: list[tuple[str, list[PipelineStep], int]] = []
+    if deferred_inputs and stage.prepare_reads_inputs:
+        run.prepared = cfs.join(output, RUN_DIR, PREPARED_FILE)
+        marker = cfs.join(logging_dir, "prepare", "completions", "00000")
+        if not cfs.exists(run.prepared):
+            cfs.remove(marker)
+        phases.append(("prepare", [_Step("prepare", partial(_prepare_task, stage, run))], 1))
+    else:
         stage.prepare(run)
     executors: list[Any] = []
     previous = depends
-    phases = [(ph.name, [_Step(ph.name, partial(_run_phase, ph, run))], ph.tasks) for ph in stage.pre_phases(run)]
-    phases.append(("map", [_Step("map", partial(run_task, stage, run))], tasks))
-    phases += [(ph.name, [_Step(ph.name, partial(_run_phase, ph, run))], ph.tasks) for ph in stage.post_phases(run)]
+    phases += [(ph.name, [_Step(ph.name, partial(_run_phase, ph, run, stage=stage))], ph.tasks)
+               for ph in stage.pre_phases(run)]
+    phases.append(("map", [_Step("map", partial(_map_task, stage, run))], tasks))
+    # duplicate-id check, one task per id-hash range (corpus/idcheck.py); the count is in the
+    # phase name so a rerun with another --id-partitions never reuses the other's completions
+    n_ids = max(1, opts.id_partitions or tasks)
+    phases.append((f"ids-{n_ids}", [_Step("ids", partial(_idcheck_task, run))], n_ids))
+    phases += [(ph.name, [_Step(ph.name, partial(_run_phase, ph, run, stage=stage))], ph.tasks)
+               for ph in stage.post_phases(run)]
     phases.append(("finalize", [_Step("finalize", partial(_finalize_task, stage, run))], 1))
     for name, steps, n in phases:
-        ex = make_executor(steps, n, opts, os.path.join(logging_dir, name), f"{stage.name}-{name}", depends=previous)
+        # locally the id check runs its ranges one after another in this process: each range
+        # is a sort of ~8 bytes x docs / ranges, cheaper than starting a process pool
+        ph_opts = replace_options(opts, workers=1) if name.startswith("ids-") and opts.executor == "local" else opts
+        ex = make_executor(steps, n, ph_opts, cfs.join(logging_dir, name), f"{stage.name}-{name}",
+                           depends=previous)
         executors.append(ex)
         previous = ex
-    return StagePlan(stage, run, executors)
+    return StagePlan(stage, run, executors, phase_names=[name for name, _, _ in phases])
 
 
 def run_stage(stage: Stage, inputs: Sequence[str], output: str, opts: RunOptions | None = None) -> dict[str, Any]:
@@ -666,20 +748,29 @@ def run_stage(stage: Stage, inputs: Sequence[str], output: str, opts: RunOptions
 
     Raises InputError before writing anything when an input file is bad (unless
     ``skip_bad_files``), FatalError when documents would be lost. With executor=slurm the
-    chain is submitted and ``{"submitted": True}`` is returned; `pipeline status` follows it.
+    chain is submitted, then either :class:`corpus.slurm.JobsSubmitted` is raised (the job ids,
+    logs and the status command; not an error) or, with ``wait``, the jobs are followed to the end.
     """
     opts = opts or RunOptions()
+    if opts.executor == "slurm":
+        from corpus import slurm
+
+        slurm.validate(opts)
+        slurm.check_resubmit([output], output)
     plan = plan_stage(stage, inputs, output, opts)
     if plan.skipped_summary is not None:
         return plan.skipped_summary
     t0 = time.monotonic()
     if opts.executor == "slurm":
-        plan.last.run()  # datatrove submits the whole dependency chain
-        return {"stage": stage.name, "submitted": True, "tasks": plan.run.tasks, "output": output}
-    for ex in plan.executors:
-        ex.run()
-    with open(stage_summary_path(output), encoding="utf-8") as fh:
-        summary = json.load(fh)
+        records = slurm.submit([plan])
+        if not opts.wait:
+            raise slurm.JobsSubmitted(slurm.submission_message(records, output), {"submitted": records})
+        print(slurm.submission_message(records, output), file=sys.stderr)
+        slurm.wait([output], lambda line: print(line, file=sys.stderr))
+    else:
+        for ex in plan.executors:
+            ex.run()
+    summary = cfs.read_json(stage_summary_path(output))
     summary["seconds"] = round(time.monotonic() - t0, 3)
     atomic_write_json(stage_summary_path(output), summary)
     return summary
@@ -692,12 +783,11 @@ def collect_summary(run: RunContext) -> dict[str, Any]:
     counters: Counter = Counter()
     bad = list(run.bad_files)
     for rank in range(run.tasks):
-        p = os.path.join(run.stats_dir, f"{rank:05d}.json")
-        if not os.path.exists(p):
+        p = cfs.join(run.stats_dir, f"{rank:05d}.json")
+        if not cfs.exists(p):
             raise FatalError(f"{run.output}: task {rank} finished without its stats file {p}; rerun the "
                              "same command to redo that task")
-        with open(p, encoding="utf-8") as fh:
-            s = json.load(fh)
+        s = cfs.read_json(p)
         docs_in += s["docs_in"]
         bytes_in += s["bytes_in"]
         kept += s["kept"]

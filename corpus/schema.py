@@ -31,8 +31,10 @@ METADATA = "metadata"  # a JSON string
 MATH_SCORE = "math_score"
 RECALL_MODEL = "recall_model"
 RECALL_CYCLE = "recall_cycle"
+QUALITY_SCORE = "quality_score"  # 0-5, from a quality model trained on teacher grades
+QUALITY_MODEL = "quality_model"  # name@sha of that model
 
-# -- added by dedup (corpus/dedup.py) -------------------------------------------------
+# -- added by dedup (corpus/dedup/) ----------------------------------------------------
 DEDUP_CLUSTER = "dedup_cluster"
 DEDUP_KEPT_ID = "dedup_kept_id"
 
@@ -46,6 +48,7 @@ SYNTH_PARAMS = "synth_params"
 SYNTH_SEED_ID = "synth_seed_id"
 SYNTH_SAMPLE = "synth_sample"
 SYNTH_VERDICT = "synth_verdict"
+SYNTH_SCORE = "synth_score"  # annotate task: the teacher's integer grade (0-5)
 
 # -- written on removed documents by the runner ---------------------------------------
 REMOVAL_STAGE = "removal_stage"

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO
@@ -27,6 +28,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from corpus import fs as cfs
 from corpus import schema
 from corpus.errors import FatalError, InputError, ShardError
 
@@ -57,21 +59,28 @@ def list_input_files(inputs: Sequence[str] | str) -> list[str]:
         raise InputError("no input given; pass one or more files, folders or globs")
     out: list[str] = []
     for inp in inputs:
-        fs, _, paths = fsspec.get_fs_token_paths(inp)
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        prefix = "" if protocol in ("file", "local") else f"{protocol}://"
+        try:
+            fs, _, paths = fsspec.get_fs_token_paths(inp)
+        except ImportError as exc:
+            raise cfs.missing_backend_error(inp, exc) from None
         found: list[str] = []
+        if cfs.protocol(inp) in ("http", "https") and _supported(inp.split("?", 1)[0]):
+            # a file URL: listing it as a folder would download and parse it as a web page
+            paths, listable = [inp], False
+        else:
+            fs.invalidate_cache()  # object-store listings are cached per process; outputs may be new
+            listable = True
         for p in paths:
-            if fs.isdir(p):
+            if listable and fs.isdir(p):
                 for f in sorted(fs.find(p)):
                     rel = f[len(p.rstrip("/")) + 1:]
                     if _supported(f) and not _is_hidden(rel):
-                        found.append(prefix + f)
+                        found.append(cfs.full_path(fs, f, inp))
             elif fs.exists(p):
-                if not _supported(p):
+                if not _supported(p.split("?", 1)[0]):
                     raise InputError(
                         f"{inp}: unsupported file type; use one of {', '.join(SUFFIXES)}")
-                found.append(prefix + p)
+                found.append(cfs.full_path(fs, p, inp))
         if not found:
             raise InputError(
                 f"{inp}: no input files found (looked for {', '.join(SUFFIXES)}); "
@@ -87,7 +96,10 @@ def list_input_files(inputs: Sequence[str] | str) -> list[str]:
 
 
 def _open(path: str, mode: str = "rb") -> IO[bytes]:
-    return fsspec.open(path, mode).open()
+    try:
+        return fsspec.open(path, mode).open()
+    except ImportError as exc:
+        raise cfs.missing_backend_error(path, exc) from None
 
 
 def _decompress(path: str, raw: IO[bytes]) -> IO[bytes]:
@@ -100,8 +112,54 @@ def _decompress(path: str, raw: IO[bytes]) -> IO[bytes]:
     return raw
 
 
-def _locate_json_error(path: str, block: bytes, first_line: int) -> InputError:
+def _json_kind(value: object) -> str:
+    """JSON type name of a parsed value, as a user would say it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    return {float: "number", str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _a(kind: str) -> str:
+    return kind if kind == "null" else ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
+def _reparse_mixed_ids(block: bytes) -> pa.Table | None:
+    """Parse a block whose ``id`` is an integer on some lines and a string on others.
+
+    pyarrow infers one type per column and refuses such a block (merged dumps often have
+    it); integer ids are cast to strings, as everywhere else, by rewriting only the lines
+    that carry one. None when the block has no integer id or fails for another reason.
+    """
+    lines = block.split(b"\n")
+    changed = False
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if isinstance(obj, dict) and _json_kind(obj.get(schema.ID)) == "integer":
+            obj[schema.ID] = str(obj[schema.ID])
+            lines[i] = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+            changed = True
+    if not changed:
+        return None
+    fixed = b"\n".join(lines)
+    try:
+        return pajson.read_json(io.BytesIO(fixed),
+                                read_options=pajson.ReadOptions(block_size=max(len(fixed) + 1, 1 << 20)))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def _locate_json_error(path: str, block: bytes, first_line: int, arrow_error: str = "") -> InputError:
     """Find the first bad line in a block pyarrow refused, for a message a person can act on."""
+    kinds: dict[str, tuple[str, int]] = {}  # per top-level field: its first JSON type and that line
     for i, line in enumerate(block.split(b"\n")):
         lineno = first_line + i
         if not line.strip():
@@ -128,7 +186,26 @@ def _locate_json_error(path: str, block: bytes, first_line: int) -> InputError:
             return ShardError(
                 f"{path}: field 'text' is {what} on line {lineno}, expected a string; "
                 "drop or fix that record", path)
-    return ShardError(f"{path}: the file could not be parsed as JSON lines; check its encoding "
+        for key, value in obj.items():
+            kind = _json_kind(value)
+            if kind == "null":  # null goes with any type
+                continue
+            if kind == "integer" and key != schema.ID:  # pyarrow promotes integers to numbers
+                kind = "number"
+            first = kinds.setdefault(key, (kind, lineno))
+            if kind != first[0] and not (key == schema.ID and {kind, first[0]} == {"integer", "string"}):
+                fix = ("ids must be strings or integers: convert them to strings" if key == schema.ID
+                       else "give it one type on every line")
+                return ShardError(f"{path}: field '{key}' is {_a(first[0])} on line {first[1]} but {_a(kind)} "
+                                  f"on line {lineno}; {fix}", path)
+    changed = re.search(r"Column\((/[^)]*)\) changed from (\w+) to (\w+)", arrow_error)
+    if changed:  # another field whose type differs between lines: name it
+        field_name = changed.group(1).strip("/").replace("/", ".")
+        return ShardError(
+            f"{path}: field '{field_name}' is {_a(changed.group(2))} on some lines and {_a(changed.group(3))} on others "
+            f"(near line {first_line}); give it one type in every line", path)
+    detail = f" ({arrow_error})" if arrow_error else ""
+    return ShardError(f"{path}: the file could not be parsed as JSON lines{detail}; check its encoding "
                       "and that each line is one JSON object", path)
 
 
@@ -160,8 +237,11 @@ def _iter_jsonl(path: str, batch_rows: int, required: Sequence[str]) -> Iterator
                         io.BytesIO(block),
                         read_options=pajson.ReadOptions(block_size=max(len(block) + 1, 1 << 20)),
                     )
-                except (pa.ArrowInvalid, UnicodeDecodeError, pa.ArrowNotImplementedError):
-                    raise _locate_json_error(path, block, line_no) from None
+                except (pa.ArrowInvalid, UnicodeDecodeError, pa.ArrowNotImplementedError) as exc:
+                    table = None if isinstance(exc, UnicodeDecodeError) else _reparse_mixed_ids(block)
+                    if table is None:
+                        raise _locate_json_error(path, block, line_no, str(exc).strip()
+                                                 if not isinstance(exc, UnicodeDecodeError) else "") from None
                 for b in table.to_batches(max_chunksize=batch_rows):
                     yield schema.conform_batch(b, path, required)
                 line_no += block.count(b"\n")
@@ -248,23 +328,23 @@ class ShardWriter:
     _rows: int = 0
     _bytes: int = 0
     _n: int = 0
-    _fs: fsspec.AbstractFileSystem | None = None
+    _sink: cfs.AtomicWriter | None = None
 
     def __post_init__(self) -> None:
-        self._fs, _, (root,) = fsspec.get_fs_token_paths(self.out_dir)
-        self._root = root
         try:
-            self._fs.makedirs(root, exist_ok=True)
+            cfs.makedirs(self.out_dir)
         except OSError as exc:
             raise FatalError(f"{self.out_dir}: cannot create output folder ({exc})") from exc
 
     def _open_new(self, sch: pa.Schema) -> None:
-        self._final = f"{self._root.rstrip('/')}/{shard_name(self.stage, self.rank, self._n)}"
-        self._tmp = self._final + TMP_SUFFIX
+        # local: written as NAME.tmp and renamed; object storage: uploaded to NAME, visible only when
+        # complete (corpus.fs.AtomicWriter)
+        self._final = cfs.join(self.out_dir, shard_name(self.stage, self.rank, self._n))
         self._n += 1
         try:
-            self._sink = self._fs.open(self._tmp, "wb")
-            self._writer = pq.ParquetWriter(self._sink, sch, compression=self.compression)
+            self._sink = cfs.AtomicWriter(self._final)
+            self._tmp = self._sink.tmp
+            self._writer = pq.ParquetWriter(self._sink.file, sch, compression=self.compression)
         except OSError as exc:
             raise FatalError(f"{self._tmp}: cannot write output ({exc}); check free space and permissions") from exc
         self._rows = 0
@@ -304,8 +384,7 @@ class ShardWriter:
             return
         try:
             self._writer.close()
-            self._sink.close()
-            self._fs.mv(self._tmp, self._final)
+            self._sink.commit()  # type: ignore[union-attr]
         except OSError as exc:
             self.abort()
             raise FatalError(f"{self._final}: could not finish shard ({exc}); check free space and "
@@ -322,16 +401,11 @@ class ShardWriter:
         if self._writer is not None:
             try:
                 self._writer.close()
-                self._sink.close()
             except OSError:
                 pass
             self._writer = None
-        if self._tmp:
-            try:
-                if self._fs.exists(self._tmp):
-                    self._fs.rm(self._tmp)
-            except OSError:
-                pass
+        if self._sink is not None:
+            self._sink.abort()
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -346,31 +420,16 @@ class ShardWriter:
 def file_sha256(path: str) -> str:
     """Hex sha256 of a file, read in 1 MB blocks (models, tokenizers, cycle state, inputs)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with cfs.open_file(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write a small side file (JSON, manifest) atomically."""
-    tmp = path + TMP_SUFFIX
-    d = os.path.dirname(path)
-    if d:
-        os.makedirs(d, exist_ok=True)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise FatalError(f"{path}: cannot write ({exc}); check free space and permissions") from exc
+    """Write a small side file (JSON, manifest) atomically, on a local disk or object storage."""
+    cfs.atomic_write_bytes(path, data)
 
 
 def atomic_write_json(path: str, obj: object) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+    cfs.atomic_write_json(path, obj)

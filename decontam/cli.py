@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 from typing import Any
 
 import click
@@ -16,7 +18,7 @@ import click
 from corpus.cli import (config_file_option, emit, inputs_argument, json_option, output_option,
                         run_options_from_kwargs, runner_options, summary_line)
 from corpus.config import config_options, resolve
-from corpus.errors import GateTripped
+from corpus.errors import ConfigError, GateTripped
 from decontam.benchmarks import PROFILES, load_benchmarks
 from decontam.stage import DecontamConfig, DecontamStage, profile_name, report_dir_for
 
@@ -62,10 +64,13 @@ def decontam_group() -> None:
 @output_option
 @config_options(DecontamConfig, exclude=("benchmark_file",))
 @_benchmark_file_option
+@click.option("--dry-run", "dry_run", is_flag=True,
+              help="With --judge: run the cheap tiers into a scratch folder and print how many judge calls the "
+                   "run would send (answers already cached are not counted); send none, write nothing.")
 @runner_options
 @config_file_option
 @json_option
-def run_command(inputs: tuple[str, ...], output: str, config_file: str | None, as_json: bool,
+def run_command(inputs: tuple[str, ...], output: str, config_file: str | None, as_json: bool, dry_run: bool,
                 **kwargs: Any) -> None:
     """Check INPUT shards against benchmarks; write clean shards to OUTPUT and a report.
 
@@ -78,6 +83,9 @@ def run_command(inputs: tuple[str, ...], output: str, config_file: str | None, a
       mathcorpus decontam run web/ -o clean/ --benchmarks pretrain --report report/
       mathcorpus decontam run sft.jsonl -o sft_clean/ --benchmarks posttrain \\
           --text-fields question,answer --report sft_report/ --fail-on-hit
+      mathcorpus decontam run sft.jsonl -o sft_clean/ --benchmarks posttrain --fuzzy \\
+          --judge --judge-engine openai --judge-base-url http://localhost:8000/v1 \\
+          --judge-model Qwen2.5-72B-Instruct --judge-max-calls 5000 --dry-run
     """
     from corpus.runner import run_stage
 
@@ -85,6 +93,9 @@ def run_command(inputs: tuple[str, ...], output: str, config_file: str | None, a
     cfg = resolve(DecontamConfig, config_file, kwargs, section="decontam")
     report = report_dir_for(cfg, output)
     cfg = dataclasses.replace(cfg, report=report)
+    if dry_run:
+        _dry_run(cfg, list(inputs), opts, report, as_json)
+        return
     if opts.removed_dir is None:
         opts = dataclasses.replace(opts, removed_dir=os.path.join(report, "removed"))
     summary = run_stage(DecontamStage(cfg), list(inputs), output, opts)
@@ -95,11 +106,55 @@ def run_command(inputs: tuple[str, ...], output: str, config_file: str | None, a
         hit = ", ".join(d.get("benchmarks_hit", [])) or "none"
         click.echo(f"decontam: {s['removed']:,} document(s) removed (benchmarks hit: {hit}); "
                    f"report in {d.get('report', report)}")
+        if d.get("judge"):
+            click.echo(judge_line(d["judge"]))
 
     emit(summary, as_json, human)
     if cfg.fail_on_hit and summary.get("removed", 0) > 0:
         raise GateTripped(f"decontam: {summary['removed']} contaminated document(s) found "
                           f"(see {os.path.join(report, 'summary.json')}); failing because of --fail-on-hit")
+
+
+def judge_line(j: dict[str, Any]) -> str:
+    """One line on the judge tier for the terminal: pairs, verdicts (errors included), calls."""
+    v, c, f = j["verdicts"], j["calls"], j["funnel"]
+    return (f"judge tier ({j['template']}, {j['model']}): {f['pairs_judged']:,} pair(s) judged of "
+            f"{f['candidates']:,} candidate(s): {v['contaminated']:,} contaminated, {v['clean']:,} clean, "
+            f"{v['judge_error']:,} judge_error; {c['sent']:,} call(s) sent, {c['cached']:,} answer(s) from cache")
+
+
+def _dry_run(cfg: DecontamConfig, inputs: list[str], opts: Any, report: str, as_json: bool) -> None:
+    """Run the cheap tiers into a scratch folder with the judge counting instead of calling."""
+    from corpus.runner import run_stage
+
+    if not cfg.judge:
+        raise ConfigError("decontam: --dry-run counts the calls of the judge tier; add --judge (and its engine "
+                          "options) or drop --dry-run")
+    scratch = tempfile.mkdtemp(prefix="decontam-dry-run-")
+    try:
+        dcfg = dataclasses.replace(cfg, judge_dry_run=True, report=os.path.join(scratch, "report"),
+                                   judge_cache=cfg.judge_cache or os.path.join(report, "judge_cache"))
+        dopts = dataclasses.replace(opts, removed_dir=os.path.join(scratch, "report", "removed"),
+                                    logging_dir=None, overwrite=False)
+        summary = run_stage(DecontamStage(dcfg), inputs, os.path.join(scratch, "out"), dopts)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    j = summary["decontam"]["judge"]
+    ways = 2 if cfg.judge_both_ways else 1
+    result = {"dry_run": True, "calls": j["calls"]["needed"], "pairs": j["funnel"]["pairs_judged"],
+              "cached": j["calls"]["cached"], "ways": ways, "max_calls": cfg.judge_max_calls,
+              "docs_in": summary["docs_in"], "funnel": j["funnel"],
+              "over_budget": cfg.judge_max_calls is not None and j["calls"]["needed"] > cfg.judge_max_calls}
+
+    def human(r: dict[str, Any]) -> None:
+        click.echo(f"decontam --dry-run: {r['calls']:,} judge call(s) would be sent for {r['pairs']:,} pair(s) "
+                   f"({r['ways']} way(s) each; {r['cached']:,} answer(s) already cached) over {r['docs_in']:,} "
+                   "document(s); nothing was sent or written")
+        if r["over_budget"]:
+            click.echo(f"decontam --dry-run: that is more than --judge-max-calls {r['max_calls']:,}: the run would "
+                       f"stop after {r['max_calls']:,} call(s); rerun it to continue from the cache")
+
+    emit(result, as_json, human)
 
 
 @decontam_group.command("index")

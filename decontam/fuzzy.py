@@ -163,6 +163,9 @@ class FuzzyMatch:
     doc_end: int
     shared: int
     shared_sample: tuple[str, ...] = ()
+    # False for an LSH candidate below the threshold, returned only when a ``floor`` is asked
+    # for (the judge tier's candidates)
+    confirmed: bool = True
 
 
 # ----------------------------------------------------------------------------- tokens
@@ -521,7 +524,7 @@ class FuzzyIndex:
                                                 self.params.window_stride)
         return doc_of, offsets[:-1][doc_of] + start, length
 
-    def query_tokens(self, tb: TokenBatch) -> list[FuzzyMatch]:
+    def query_tokens(self, tb: TokenBatch, floor: float | None = None) -> list[FuzzyMatch]:
         """Near-duplicate matches of every text of a :class:`TokenBatch` (see :meth:`query`)."""
         if not self.items or len(tb.offsets) <= 1:
             return []
@@ -558,31 +561,35 @@ class FuzzyIndex:
                 if r > best[0]:
                     best = (r, a + s, a + e)
             ratio, s, e = best
-            if ratio <= p.lcs_threshold:
+            confirmed = ratio > p.lcs_threshold
+            if not confirmed and (floor is None or ratio < floor):
                 continue
             it = self.items[key]
             shared = _shared_shingles(item_toks, doc_toks[s:e], p.shingle)
             out.append(FuzzyMatch(d, it.benchmark, it.item_id, it.field, round(ratio, 6), s, e, len(shared),
-                                  tuple(sorted(shared)[:5])))
+                                  tuple(sorted(shared)[:5]), confirmed))
         st = self.stats
         for key, val in (("texts", len(tb.offsets) - 1), ("windows", len(has)), ("candidate_pairs", len(cand)),
-                         ("confirmed_pairs", len(out)), ("signature_seconds", t1 - t0),
+                         ("confirmed_pairs", sum(m.confirmed for m in out)), ("signature_seconds", t1 - t0),
                          ("lsh_seconds", t2 - t1), ("confirm_seconds", time.perf_counter() - t2)):
             st[key] = st.get(key, 0) + val
         return out
 
-    def query(self, texts: pa.Array | pa.ChunkedArray | Sequence[str]) -> list[FuzzyMatch]:
+    def query(self, texts: pa.Array | pa.ChunkedArray | Sequence[str], floor: float | None = None
+              ) -> list[FuzzyMatch]:
         """Confirmed near-duplicates in ``texts``, with char offsets into each original text.
 
         One match per (text, item) pair whose best window has an LCS ratio above
-        ``lcs_threshold`` over number-masked tokens.
+        ``lcs_threshold`` over number-masked tokens. With ``floor``, LSH candidates whose
+        ratio is at least ``floor`` but not above the threshold come back too, with
+        ``confirmed=False`` (the judge tier decides them).
         """
         if not isinstance(texts, (pa.Array, pa.ChunkedArray)):
             texts = pa.array(list(texts), pa.string())
         t0 = time.perf_counter()
         tb = fuzzy_token_batch(texts, seed=self.params.seed)
         self.stats["tokenize_seconds"] = self.stats.get("tokenize_seconds", 0) + time.perf_counter() - t0
-        found = self.query_tokens(tb)
+        found = self.query_tokens(tb, floor)
         if not found:
             return []
         # token positions -> char offsets, only for the texts that matched
@@ -599,7 +606,7 @@ class FuzzyIndex:
                 # not line up with the original text: point at the whole text instead
                 cs, ce = 0, len(texts[m.doc_idx].as_py() or "")
             out.append(FuzzyMatch(m.doc_idx, m.benchmark, m.item_id, m.field, m.lcs_ratio, cs, ce, m.shared,
-                                  m.shared_sample))
+                                  m.shared_sample, m.confirmed))
         return out
 
     def describe(self) -> dict[str, Any]:

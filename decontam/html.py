@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -61,3 +62,25 @@ def render_html(view: dict[str, Any], pairs: Sequence[Pair], total_pairs: int | 
 def write_html(path: str, view: dict[str, Any], pairs: Sequence[Pair], total_pairs: int | None = None) -> None:
     """Write the page atomically to ``path``."""
     atomic_write_bytes(path, render_html(view, pairs, total_pairs).encode("utf-8"))
+
+
+#: The page a stage run writes into its report folder (the pipeline's run report links it).
+PAGE_NAME = "report.html"
+
+
+def write_report_page(report_dir: str, max_pairs: int = 1000) -> str:
+    """Write ``REPORT_DIR/report.html`` at the end of a decontam run; returns its path.
+
+    The same page as ``decontam report REPORT_DIR --html``, with the highest-ratio pairs of
+    *removed* documents only: their texts are in ``removed/``, so the output is never
+    scanned at the end of a large run. The command gives every pair (and filters).
+    """
+    import polars as pl
+
+    from decontam import report as rp
+
+    rep = rp.load_report(report_dir)
+    rows = rp.select_pairs(rep, None, order="high").filter(pl.col("removed").fill_null(False)).head(max_pairs)
+    path = os.path.join(report_dir, PAGE_NAME)
+    write_html(path, rp.summary_view(rep), rp.build_pairs(rep, rows), total_pairs=rep.matches.height)
+    return path

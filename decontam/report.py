@@ -43,7 +43,7 @@ from corpus.textnorm import token_spans
 SUMMARY_FILE = "summary.json"
 MATCHES_FILE = "matches.parquet"
 REMOVED_DIR = "removed"
-TIERS = ("exact", "fuzzy")
+TIERS = ("exact", "fuzzy", "judge")
 REQUIRED_MATCH_COLUMNS = ("doc_id", "benchmark", "item_id", "lcs_ratio", "tier", "removed")
 # Longest document window shown for one pair; a window longer than this is cut in the middle
 # so that the start and the end of the aligned stretch both stay visible.
@@ -91,6 +91,8 @@ def _empty_matches() -> pl.DataFrame:
         "grams_matched": pl.Int32, "lcs_ratio": pl.Float64, "doc_start": pl.Int64, "doc_end": pl.Int64,
         "tier": pl.Utf8, "matched_grams_sample": pl.Utf8, "source": pl.Utf8, "domain": pl.Utf8,
         "removed": pl.Boolean, "doc_field": pl.Utf8, "contaminated": pl.Boolean,
+        "judge_verdict": pl.Utf8, "judge_answer": pl.Utf8, "judge_source": pl.Utf8, "judge_template": pl.Utf8,
+        "judge_similarity": pl.Float64,
     })
 
 
@@ -236,6 +238,7 @@ def summary_view(report: Report, top: int = 10) -> dict[str, Any]:
             "unchecked_short_items": int(b.get("unchecked_short_items", 0)),
             "items_found_exact": per_tier_items.get((name, "exact"), 0),
             "items_found_fuzzy": per_tier_items.get((name, "fuzzy"), 0),
+            "items_found_judge": per_tier_items.get((name, "judge"), 0),
         })
     unchecked = {
         b: {"count": int((s["benchmarks"][b] or {}).get("unchecked_short_items", 0)),
@@ -266,6 +269,8 @@ def summary_view(report: Report, top: int = 10) -> dict[str, Any]:
         "threshold": report.threshold,
         "fuzzy_threshold": report.threshold_for("fuzzy") if m.filter(pl.col("tier") == "fuzzy").height else None,
         "tiers": _tier_stats(m),
+        # the judge tier's settings, candidate funnel, verdicts (judge_error included) and calls
+        "judge": s.get("judge") or None,
         "matches": m.height,
         "unchecked": unchecked,
         "excluded": s.get("excluded") or {},
@@ -356,6 +361,9 @@ class Pair:
     window_offset: int = 0
     item_spans: list[tuple[int, int]] = field(default_factory=list)
     doc_spans: list[tuple[int, int]] = field(default_factory=list)
+    # judge tier: verdict (contaminated, clean, judge_error) and the raw answer
+    judge_verdict: str | None = None
+    judge_answer: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -585,6 +593,7 @@ def build_pairs(report: Report, rows: pl.DataFrame, *, lookup: ItemLookup | None
             contaminated=bool(r.get("contaminated")), doc_field=r.get("doc_field"), source=r.get("source"),
             domain=r.get("domain"), matched_grams=_parse_grams(r.get("matched_grams_sample")),
             item_text=item, doc_window=window, window_offset=offset,
+            judge_verdict=r.get("judge_verdict"), judge_answer=r.get("judge_answer"),
         )
         if item and window:
             pair.item_spans, pair.doc_spans = shared_spans(item, window, mask_numbers=(tier == "fuzzy"))
@@ -734,6 +743,8 @@ def render_summary(view: dict[str, Any], console: Any) -> None:
                             f"docs" for t, s in view["tiers"].items() if s["matches"]))
     if rules:
         console.print(f"rules: {rules}")
+    if view.get("judge"):
+        console.print(judge_text(view["judge"]))
     t = Table(title="Per benchmark", title_justify="left", header_style="bold")
     for col, just in (("benchmark", "left"), ("items", "right"), ("items found", "right"),
                       ("% touched", "right"), ("docs removed", "right"), ("exact items", "right"),
@@ -814,6 +825,17 @@ def render_summary(view: dict[str, Any], console: Any) -> None:
         console.print(et)
 
 
+def judge_text(j: dict[str, Any]) -> str:
+    """The judge tier in one line: pairs, verdicts with the errors, calls, and what the pre-filters saved."""
+    v, c, f = j["verdicts"], j["calls"], j["funnel"]
+    return (f"Judge tier ({j['template']}, {j['model']}): {f['pairs_judged']:,} pairs judged: "
+            f"{v['contaminated']:,} contaminated, {v['clean']:,} clean, {v['judge_error']:,} judge_error (never "
+            f"counted clean); {c['sent']:,} calls sent, {c['cached']:,} from cache"
+            + (f", {c['failed']:,} failed" if c.get("failed") else "")
+            + f"; pre-filters decided {100 * f['prefiltered_share']:.1f}% of {f['seen_exact'] + f['seen_fuzzy'] + f['seen_embed']:,} "
+              "unconfirmed pairs without a call")
+
+
 def render_pairs(pairs: Sequence[Pair], console: Any, thresholds: dict[str, float | None] | None = None
                  ) -> None:
     """Print each pair as a two-column table: benchmark item | document window, shared spans lit."""
@@ -828,6 +850,8 @@ def render_pairs(pairs: Sequence[Pair], console: Any, thresholds: dict[str, floa
         verdict = ("[red]removed[/red]" if p.removed else "[green]kept[/green]") + (
             "" if p.contaminated else " (pair below the rule)")
         grams = f", {p.grams_matched} grams" if p.grams_matched is not None else ""
+        if p.tier == "judge":
+            verdict += f"  verdict {p.judge_verdict}"
         threshold = (thresholds or {}).get(p.tier)
         title = (f"#{i}  ratio [bold]{_fmt_ratio(p.lcs_ratio)}[/bold]"
                  + (f" (threshold {threshold})" if threshold is not None else "")
@@ -850,6 +874,9 @@ def render_pairs(pairs: Sequence[Pair], console: Any, thresholds: dict[str, floa
         console.print(t)
         if p.matched_grams:
             console.print(Text("matched grams: ", style="dim") + Text(" | ".join(p.matched_grams[:3]), style="dim"))
+        if p.tier == "judge":
+            console.print(Text("judge answer: ", style="dim") + Text(p.judge_answer if p.judge_answer is not None
+                                                                     else "(no answer: the call failed)"))
         console.print()
 
 

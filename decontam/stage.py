@@ -19,7 +19,6 @@ The stage holds only its config and paths, so it pickles cheaply to Slurm and Ra
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import os
 import time
@@ -33,10 +32,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from corpus import __version__, schema
+from corpus import fs as cfs
 from corpus.config import StageConfig, opt
 from corpus.errors import ConfigError, FatalError, InputError
 from corpus.runner import BatchResult, RunContext, Stage, TaskContext
 from corpus.shards import atomic_write_json
+from corpus.teacher import EngineSpec
 from corpus.textnorm import strip_figure_code, token_spans
 from decontam.benchmarks import load_benchmarks
 from decontam.confirm import POLICIES, Confirmer, PairResult, group_hits
@@ -64,6 +65,14 @@ MATCH_SCHEMA = pa.schema([
     ("removed", pa.bool_()),
     ("doc_field", pa.string()),
     ("contaminated", pa.bool_()),
+    # judge tier (null on other tiers): verdict (contaminated, clean, judge_error), the raw
+    # answer(s) (one string; with both ways a JSON list of two), the tier that proposed the
+    # pair (exact, fuzzy, embed), the template and, for embed candidates, the cosine
+    ("judge_verdict", pa.string()),
+    ("judge_answer", pa.string()),
+    ("judge_source", pa.string()),
+    ("judge_template", pa.string()),
+    ("judge_similarity", pa.float64()),
 ])
 HIST_BINS = [round(0.1 * i, 1) for i in range(11)]
 
@@ -107,6 +116,46 @@ class DecontamConfig(StageConfig):
                                        "column only (it looks for paraphrased questions; formula-heavy "
                                        "solutions add false hits). Default: all checked columns.", factory=list)
     fail_on_hit: bool = opt(False, help="Exit with status 3 when any document was removed (CI gate).")
+    judge: bool = opt(False, help="LLM-judge tier: a teacher decides the pairs the cheaper tiers saw but did "
+                                  "not confirm (exact-tier pairs with an LCS ratio between judge_floor and "
+                                  "the threshold, unconfirmed fuzzy-tier candidates, embedding neighbours); "
+                                  "judged pairs are reported with tier=judge.")
+    judge_engine: str = opt("openai", help="Judge backend.", choices=("vllm", "openai", "transformers"))
+    judge_model: str | None = opt(None, help="Judge model: served model name (openai) or a Hugging Face id or "
+                                             "local folder (vllm, transformers).")
+    judge_base_url: str | None = opt(None, help="openai: judge endpoint, e.g. http://localhost:8000/v1.")
+    judge_api_key_env: str = opt("OPENAI_API_KEY", help="openai: environment variable holding the API key.")
+    judge_template: str = opt("reword@v1", help="Judge prompt NAME@VERSION: reword@v1 (same problem up to "
+                                                "names and word order) or numbers@v1 (also with numbers "
+                                                "substituted), or a path to your own YAML file.")
+    judge_both_ways: bool = opt(False, help="Ask each pair in both orders (item first, record first); a yes "
+                                            "either way contaminates.")
+    judge_max_calls: int | None = opt(None, help="Most judge calls this run may send; it stops before "
+                                                 "exceeding them (answers so far are cached; rerun to go on).")
+    judge_action: str = opt("drop", help="drop: records the judge finds contaminated are removed; report: "
+                                         "judged pairs are only written to matches.parquet.",
+                            choices=("drop", "report"))
+    judge_floor: float = opt(0.3, help="Exact-tier pairs with an LCS ratio at or above this (and not above "
+                                       "lcs_threshold) go to the judge.")
+    judge_fuzzy_floor: float = opt(0.6, help="Fuzzy-tier candidates with a number-masked LCS ratio at or above "
+                                             "this (and not above fuzzy_lcs_threshold) go to the judge.")
+    judge_embed_model: str | None = opt(None, help="Local sentence-transformers model folder: also send each "
+                                                   "record's judge_embed_k nearest items by cosine.")
+    judge_embed_k: int = opt(3, help="Nearest items per record with judge_embed_model.")
+    judge_embed_floor: float = opt(0.8, help="Least cosine similarity of an embedding candidate.")
+    judge_max_chars: int = opt(3000, help="Longest passage of a record shown to the judge (centred on the "
+                                          "aligned span).")
+    judge_max_tokens: int = opt(512, help="Most tokens of one judge answer.")
+    judge_concurrency: int = opt(16, help="openai: judge requests in flight at once.")
+    judge_max_retries: int = opt(5, help="openai: retries per judge request on timeouts, 429 and 5xx.")
+    judge_request_timeout: float = opt(300.0, help="openai: seconds before one judge request times out.")
+    judge_cache: str | None = opt(None, help="Folder of cached judge answers (default REPORT_DIR/judge_cache); "
+                                             "point runs at one folder to share answers.")
+    judge_chat_template: str | None = opt(None, help="vllm/transformers: chat template ('chatml' or Jinja); "
+                                                     "default the tokenizer's.")
+    judge_device: str = opt("cpu", help="transformers: torch device of the judge.")
+    judge_tensor_parallel_size: int = opt(1, help="vllm: GPUs per judge model.")
+    judge_dry_run: bool = opt(False, help="Count the judge calls the run would send; send none.", cli=False)
 
     def validate(self) -> None:
         if not 0.0 < self.lcs_threshold <= 1.0:
@@ -121,10 +170,39 @@ class DecontamConfig(StageConfig):
             raise ConfigError(f"decontam: fuzzy_fields {', '.join(extra)} not among the checked columns "
                               f"({', '.join(checked)}); add them to text_fields or drop them")
         self.index_options().validate()
+        if self.judge:
+            if not self.judge_model:
+                raise ConfigError("decontam: --judge needs --judge-model (the served model name or a model folder)")
+            if self.judge_engine == "openai" and not self.judge_base_url:
+                raise ConfigError("decontam: --judge-engine openai needs --judge-base-url "
+                                  "(e.g. http://localhost:8000/v1)")
+            from decontam.judge import load_template
+
+            load_template(self.judge_template)
+        for name in ("judge_floor", "judge_fuzzy_floor", "judge_embed_floor"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"decontam: {name} must be in [0, 1], got {getattr(self, name)}")
+        if self.judge_max_calls is not None and self.judge_max_calls < 0:
+            raise ConfigError(f"decontam: judge_max_calls must be 0 or more, got {self.judge_max_calls}")
+        for name in ("judge_embed_k", "judge_max_chars", "judge_max_tokens", "judge_concurrency"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"decontam: {name} must be at least 1, got {getattr(self, name)}")
 
     def index_options(self) -> IndexOptions:
         return IndexOptions(ngram=self.ngram, min_phrase_tokens=self.min_phrase_tokens,
                             max_gram_items=self.max_gram_items, strip_figures=self.strip_figure_code)
+
+    def judge_spec(self) -> EngineSpec:
+        """The judge's engine (no secrets: the API key stays in its environment variable)."""
+        if self.judge_engine == "openai":
+            o: dict[str, Any] = {"base_url": self.judge_base_url, "api_key_env": self.judge_api_key_env,
+                                 "concurrency": self.judge_concurrency, "max_retries": self.judge_max_retries,
+                                 "timeout_s": self.judge_request_timeout}
+        elif self.judge_engine == "vllm":
+            o = {"tensor_parallel_size": self.judge_tensor_parallel_size, "chat_template": self.judge_chat_template}
+        else:
+            o = {"device": self.judge_device, "chat_template": self.judge_chat_template}
+        return EngineSpec(self.judge_engine, self.judge_model or "", o)
 
 
 def profile_name(cfg: DecontamConfig) -> str:
@@ -135,14 +213,16 @@ def profile_name(cfg: DecontamConfig) -> str:
 
 
 def report_dir_for(config: DecontamConfig, output: str) -> str:
-    return config.report or os.path.join(output, REPORT_DEFAULT)
+    return config.report or cfs.join(output, REPORT_DEFAULT)
 
 
 _INDEX_CACHE: dict[tuple[str, float], DecontamIndex] = {}
 
 
 def _load_index(path: str) -> DecontamIndex:
-    """The index at ``path``, shared by the tasks that run one after another in a process."""
+    """The index at ``path``, shared by the tasks that run one after another in a process
+    (an index on object storage is downloaded once per process and memory-mapped from there)."""
+    path = cfs.local_dir(path)
     meta = os.path.join(path, "meta.json")
     key = (os.path.abspath(path), os.path.getmtime(meta) if os.path.exists(meta) else 0.0)
     if key not in _INDEX_CACHE:
@@ -191,6 +271,9 @@ class DecontamStage(Stage):
         self._confirmer: Confirmer | None = None
         self._fuzzy: Any = None  # decontam.fuzzy.FuzzyIndex, built in setup() when cfg.fuzzy
         self.fuzzy_meta: dict[str, Any] = {}
+        self._judge: Any = None  # decontam.judge.Judge, built in setup() when cfg.judge
+        self._embed: Any = None  # decontam.judge.EmbedIndex, with cfg.judge_embed_model
+        self._item_rows: dict[tuple[str, str], int] | None = None
 
     def required_columns(self) -> tuple[str, ...]:
         """SFT/RM/RL records checked through --text-fields need no 'text' column, only those fields."""
@@ -204,6 +287,9 @@ class DecontamStage(Stage):
         state["_index"] = None
         state["_confirmer"] = None
         state["_fuzzy"] = None
+        state["_judge"] = None
+        state["_embed"] = None
+        state["_item_rows"] = None
         return state
 
     @property
@@ -214,24 +300,36 @@ class DecontamStage(Stage):
     def prepare(self, run: RunContext) -> None:
         cfg = self.cfg
         self.report_dir = report_dir_for(cfg, run.output)
-        os.makedirs(self.report_dir, exist_ok=True)
+        cfs.makedirs(self.report_dir)
         if run.options.removed_dir is None:
-            run.removed_dir = os.path.join(self.report_dir, "removed")
+            run.removed_dir = cfs.join(self.report_dir, "removed")
         if cfg.index:
-            idx = DecontamIndex.load(cfg.index)
+            idx = DecontamIndex.load(cfs.local_dir(cfg.index))
             check_index_matches(idx, cfg, cfg.index)
             self.index_path = cfg.index
             # compile (or load) the numba kernel once here, so parallel workers on a fresh
             # checkout find it in numba's cache instead of all compiling it at once
             scan(pa.array(["warm up"], pa.string()), idx.ngram)
         else:
-            path = os.path.join(self.report_dir, "index")
+            path = cfs.join(self.report_dir, "index")
             idx = build_index(load_benchmarks(cfg.benchmarks or "pretrain", cfg.benchmark_file), cfg.index_options(),
                               profile=profile_name(cfg))
-            idx.save(path)
+            with cfs.local_dir_for_writing(path, last=("meta.json",)) as local:  # uploaded after, for a URL
+                idx.save(local)
             self.index_path = path
         if cfg.fuzzy:
             self.fuzzy_meta = self._build_fuzzy(idx).describe()
+        if cfg.judge:
+            from decontam.judge import CallBudget
+
+            # the budget counts the calls of this invocation: a rerun may send as many again
+            CallBudget(self._judge_paths()[1], cfg.judge_max_calls).reset()
+
+    def _judge_paths(self) -> tuple[str, str]:
+        """(answer cache folder, budget counter file) of the judge tier."""
+        report = self.report_dir or ""
+        return (self.cfg.judge_cache or cfs.join(report, "judge_cache"),
+                cfs.join(report, "judge_budget.json"))
 
     def _build_fuzzy(self, idx: DecontamIndex) -> Any:
         """The near-duplicate index over the same benchmarks' questions (seconds; built per worker)."""
@@ -247,10 +345,16 @@ class DecontamStage(Stage):
         report = self.report_dir or report_dir_for(self.cfg, run.output)
         out = write_report(report, run, summary, self.cfg, self.index_path or "", self.fuzzy_meta)
         summary["decontam"] = {
-            "report": report, "matches": os.path.join(report, "matches.parquet"),
-            "summary": os.path.join(report, "summary.json"), "docs_removed": out["docs_removed"],
+            "report": report, "matches": cfs.join(report, "matches.parquet"),
+            "summary": cfs.join(report, "summary.json"), "docs_removed": out["docs_removed"],
             "benchmarks_hit": sorted(k for k, v in out["benchmarks"].items() if v["docs_removed"]),
         }
+        if out.get("judge"):
+            summary["decontam"]["judge"] = out["judge"]
+        # the offline page of this run; the pipeline's run report links every summary "html"
+        from decontam.html import write_report_page
+
+        summary["decontam"]["html"] = write_report_page(report)
 
     # -- task --------------------------------------------------------------------------------
     def setup(self, task: TaskContext) -> None:
@@ -262,6 +366,21 @@ class DecontamStage(Stage):
         self._confirmer = Confirmer(self._index, self.cfg.policy, self.cfg.lcs_threshold, self.cfg.window_slack)
         if self.cfg.fuzzy:
             self._fuzzy = self._build_fuzzy(self._index)
+        if self.cfg.judge:
+            from decontam.judge import EmbedIndex, Judge, JudgeSettings
+
+            c = self.cfg
+            cache, budget = self._judge_paths()
+            self._judge = Judge(JudgeSettings(spec=c.judge_spec(), template=c.judge_template,
+                                              both_ways=c.judge_both_ways, max_calls=c.judge_max_calls,
+                                              max_tokens=c.judge_max_tokens, cache_dir=cache, budget_file=budget,
+                                              dry_run=c.judge_dry_run), rank=task.rank)
+            if c.judge_embed_model:
+                items = self._index.items
+                self._embed = EmbedIndex(c.judge_embed_model, list(zip(
+                    items.column("benchmark").to_pylist(), items.column("item_id").to_pylist(),
+                    [q or "" for q in items.column("question").to_pylist()])), k=c.judge_embed_k,
+                    floor=c.judge_embed_floor)
         task.extra.setdefault("index_bytes", self._index.nbytes())
 
     def finish_task(self, task: TaskContext) -> None:
@@ -301,6 +420,97 @@ class DecontamStage(Stage):
                                  "--text-fields takes string columns or a chat 'messages' column")
         return out
 
+    # -- judge tier ----------------------------------------------------------------------
+    def _item_text(self, item: int, part: str) -> str:
+        """The item text the judge compares: the part the cheap tier aligned (question, solution or both)."""
+        items = self._index.items  # type: ignore[union-attr]
+        q = items.column("question")[item].as_py() or ""
+        ch = items.column("choices")[item].as_py() or ""
+        second = items.column("second")[item].as_py() or ""
+        question = "\n".join(t for t in (q, ch) if t)
+        if part == "question":
+            return question
+        if part == "both":
+            return "\n\n".join(t for t in (question, second) if t)
+        return second or question
+
+    def _item_row(self, benchmark: str, item_id: str) -> int:
+        if self._item_rows is None:
+            items = self._index.items  # type: ignore[union-attr]
+            self._item_rows = {(b, i): k for k, (b, i) in enumerate(zip(items.column("benchmark").to_pylist(),
+                                                                        items.column("item_id").to_pylist()))}
+        return self._item_rows[(benchmark, item_id)]
+
+    def _candidate(self, row: int, doc_id: str, benchmark: str, item_id: str, part: str, doc_field: str,
+                   source: str, ratio: float | None, lo: int, hi: int, text: str, *, item: int | None = None,
+                   grams: int = 0, sample: str = "[]", similarity: float | None = None) -> Any:
+        from decontam.judge import Candidate, passage
+
+        item = self._item_row(benchmark, item_id) if item is None else item
+        return Candidate(row=row, doc_id=doc_id, benchmark=benchmark, item_id=item_id, field=part,
+                         doc_field=doc_field, source=source, lcs_ratio=ratio, doc_start=lo, doc_end=hi,
+                         item_text=self._item_text(item, part), passage=passage(text, lo, hi, self.cfg.judge_max_chars),
+                         grams_matched=grams, sample=sample, similarity=similarity)
+
+    def _run_judge(self, jcands: list[Any], fields: list[Any], removed: np.ndarray, rows_out: list[dict[str, Any]],
+                   src: Any, dom: Any, ids: Any, task: TaskContext) -> dict[int, Any]:
+        """Judge the batch's candidates; add their rows to ``rows_out``; mark removals (action drop).
+
+        Returns the first contaminating candidate of each record the judge removes.
+        """
+        from decontam.judge import CONTAMINATED, dedupe
+
+        c = self.cfg
+        if self._embed is not None:
+            confirmed = {(m["_row"], m["benchmark"], m["item_id"]) for m in rows_out if m["contaminated"]}
+            for fname, texts, rows, msg_pos in fields:
+                if c.fuzzy_fields and fname not in c.fuzzy_fields:
+                    continue
+                tl = [t or "" for t in texts.to_pylist()]
+                for i, hits in enumerate(self._embed.query(tl)):
+                    doc_row = int(rows[i])
+                    field_name = fname if msg_pos is None else f"{fname}[{int(msg_pos[i])}]"
+                    for pos, sim in hits:
+                        b, iid, _ = self._embed.items[pos]
+                        if (doc_row, b, iid) in confirmed:
+                            continue
+                        task.counters["judge_seen_embed"] += 1
+                        jcands.append(self._candidate(doc_row, ids[doc_row].as_py(), b, iid, "question", field_name,
+                                                      "embed", None, 0, len(tl[i]), tl[i], item=pos,
+                                                      similarity=round(sim, 6)))
+        task.counters["judge_candidates"] += len(jcands)
+        live = [j for j in jcands if not removed[j.row]]
+        task.counters["judge_skipped_removed"] += len(jcands) - len(live)
+        live, dup = dedupe(live)
+        task.counters["judge_duplicates"] += dup
+        if not live:
+            return {}
+        results = self._judge.judge(live, task.counters)
+        task.counters["judge_pairs"] += len(live)
+        if c.judge_dry_run:
+            return {}
+        ref = self._judge.template.ref
+        chosen: dict[int, Any] = {}
+        for jc, res in zip(live, results):
+            task.counters[f"judge_verdict:{res.verdict}"] += 1
+            hit = res.verdict == CONTAMINATED
+            rows_out.append({
+                "doc_id": jc.doc_id, "benchmark": jc.benchmark, "item_id": jc.item_id, "field": jc.field,
+                "grams_matched": jc.grams_matched, "lcs_ratio": jc.lcs_ratio, "doc_start": jc.doc_start,
+                "doc_end": jc.doc_end, "tier": "judge", "matched_grams_sample": jc.sample,
+                "source": src[jc.row].as_py() if src is not None else None,
+                "domain": dom[jc.row].as_py() if dom is not None else None,
+                "removed": False, "doc_field": jc.doc_field, "contaminated": hit, "judge_verdict": res.verdict,
+                "judge_answer": res.answers[0] if len(res.answers) == 1 else json.dumps(res.answers,
+                                                                                        ensure_ascii=False),
+                "judge_source": jc.source, "judge_template": ref, "judge_similarity": jc.similarity, "_row": jc.row,
+            })
+            if hit and c.judge_action == "drop":
+                chosen.setdefault(jc.row, jc)
+        for r in chosen:
+            removed[r] = True
+        return chosen
+
     def process_batch(self, batch: pa.RecordBatch, task: TaskContext) -> BatchResult:
         if self._index is None or self._confirmer is None:
             self.setup(task)
@@ -319,6 +529,8 @@ class DecontamStage(Stage):
         # documents are cut like the items were: the index decides (it may be prebuilt)
         strip = bool(idx.meta["options"]["strip_figures"])
         fields = self._fields(batch, task)
+        judging = self._judge is not None
+        jcands: list[Any] = []  # decontam.judge.Candidate
         for fname, texts, rows, msg_pos in fields:
             res = scan(texts, idx.ngram, idx.grams, idx.phrase_n, idx.phrases,
                        strip_figures=strip)
@@ -372,6 +584,15 @@ class DecontamStage(Stage):
                         removed[doc_row] = True
                         if doc_row not in best or pr.lcs_ratio > best[doc_row][0]:
                             best[doc_row] = (pr.lcs_ratio, pr, field_name)
+                    elif judging:
+                        task.counters["judge_seen_exact"] += 1
+                        if pr.lcs_ratio >= self.cfg.judge_floor:
+                            jcands.append(self._candidate(
+                                doc_row, ids[doc_row].as_py(), bench[pr.item].as_py(), item_ids[pr.item].as_py(),
+                                pr.field, field_name, "exact", pr.lcs_ratio, lo, hi, texts[r].as_py() or "",
+                                item=pr.item, grams=pr.grams_matched, sample=pr.sample_json()))
+                        else:
+                            task.counters["judge_below_floor_exact"] += 1
         fuzzy_best: dict[int, tuple[float, str, str, str, int]] = {}
         if self._fuzzy is not None:
             # near-duplicate tier: it reports the pairs the exact tier did not confirm (a shared
@@ -380,12 +601,24 @@ class DecontamStage(Stage):
             for fname, texts, rows, msg_pos in fields:
                 if self.cfg.fuzzy_fields and fname not in self.cfg.fuzzy_fields:
                     continue
-                for fm in self._fuzzy.query(texts):
+                lsh0 = self._fuzzy.stats.get("candidate_pairs", 0)
+                found = self._fuzzy.query(texts, floor=self.cfg.judge_fuzzy_floor if judging else None)
+                if judging:
+                    lsh = self._fuzzy.stats.get("candidate_pairs", 0) - lsh0
+                    task.counters["judge_seen_fuzzy"] += int(lsh) - sum(fm.confirmed for fm in found)
+                    task.counters["judge_below_floor_fuzzy"] += int(lsh) - len(found)
+                for fm in found:
                     doc_row = int(rows[fm.doc_idx])
                     if (doc_row, fm.benchmark, fm.item_id) in seen:
                         continue
-                    seen.add((doc_row, fm.benchmark, fm.item_id))
                     field_name = fname if msg_pos is None else f"{fname}[{int(msg_pos[fm.doc_idx])}]"
+                    if not fm.confirmed:
+                        jcands.append(self._candidate(
+                            doc_row, ids[doc_row].as_py(), fm.benchmark, fm.item_id, fm.field, field_name, "fuzzy",
+                            fm.lcs_ratio, fm.doc_start, fm.doc_end, texts[fm.doc_idx].as_py() or "",
+                            grams=fm.shared, sample=json.dumps(list(fm.shared_sample), ensure_ascii=False)))
+                        continue
+                    seen.add((doc_row, fm.benchmark, fm.item_id))
                     rows_out.append({
                         "doc_id": ids[doc_row].as_py(), "benchmark": fm.benchmark, "item_id": fm.item_id,
                         "field": fm.field, "grams_matched": fm.shared, "lcs_ratio": fm.lcs_ratio,
@@ -401,6 +634,9 @@ class DecontamStage(Stage):
                             fuzzy_best[doc_row] = (fm.lcs_ratio, fm.benchmark, fm.item_id, field_name, fm.shared)
             for doc_row in fuzzy_best:
                 removed[doc_row] = True
+        judge_best: dict[int, Any] = {}
+        if judging:
+            judge_best = self._run_judge(jcands, fields, removed, rows_out, src, dom, ids, task)
         task.extra["check_seconds"] = round(task.extra.get("check_seconds", 0.0) + time.perf_counter() - t0, 3)
         if rows_out:
             for m in rows_out:
@@ -413,6 +649,15 @@ class DecontamStage(Stage):
         pairs_per_doc = Counter(m["doc_id"] for m in rows_out if m["contaminated"])
         reasons, verdicts = [], []
         for r in rem_rows:
+            if r not in best and r in judge_best:  # removed by the judge tier alone
+                jc = judge_best[r]
+                reasons.append(f"decontam-judge:{jc.benchmark}")
+                verdicts.append(json.dumps({
+                    "benchmark": jc.benchmark, "item_id": jc.item_id, "field": jc.field, "doc_field": jc.doc_field,
+                    "lcs_ratio": jc.lcs_ratio, "tier": "judge", "judge_source": jc.source,
+                    "judge_template": self._judge.template.ref, "judge_model": self.cfg.judge_model,
+                    "contaminating_items": pairs_per_doc[ids[r].as_py()]}, ensure_ascii=False, sort_keys=True))
+                continue
             if r not in best:  # removed by the fuzzy tier alone
                 ratio, b, iid, fname, shared = fuzzy_best[r]
                 reasons.append(f"decontam-fuzzy:{b}")
@@ -459,20 +704,38 @@ def check_index_matches(idx: DecontamIndex, cfg: DecontamConfig, path: str) -> N
 
 # ----------------------------------------------------------------------------- report
 def _read_side(folder: str) -> pa.Table:
-    files = sorted(glob.glob(os.path.join(folder, "*.parquet")))
+    files = [cfs.join(folder, n) for n in cfs.listdir(folder) if n.endswith(".parquet")]
     if not files:
         return MATCH_SCHEMA.empty_table()
-    return pa.concat_tables([pq.read_table(f).cast(MATCH_SCHEMA) for f in files])
+    return pa.concat_tables([cfs.read_parquet(f).cast(MATCH_SCHEMA) for f in files])
 
 
 def _count_rows(folder: str) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(glob.glob(os.path.join(folder, "*.parquet"))))
+    total = 0
+    for name in cfs.listdir(folder):
+        if name.endswith(".parquet"):
+            with cfs.open_file(cfs.join(folder, name), "rb") as fh:
+                total += pq.ParquetFile(fh).metadata.num_rows
+    return total
+
+
+def _judge_section(cfg: DecontamConfig, counters: dict[str, Any]) -> dict[str, Any] | None:
+    if not cfg.judge:
+        return None
+    from decontam.judge import judge_summary, load_template
+
+    t = load_template(cfg.judge_template)
+    return judge_summary(counters, {
+        "engine": cfg.judge_engine, "model": cfg.judge_model, "template": t.ref, "template_sha": t.sha,
+        "both_ways": cfg.judge_both_ways, "action": cfg.judge_action, "floor": cfg.judge_floor,
+        "fuzzy_floor": cfg.judge_fuzzy_floor if cfg.fuzzy else None,
+        "embed_model": cfg.judge_embed_model, "max_calls": cfg.judge_max_calls, "dry_run": cfg.judge_dry_run})
 
 
 def write_report(report: str, run: RunContext, summary: dict[str, Any], cfg: DecontamConfig,
                  index_path: str, fuzzy_meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge per-task match tables into matches.parquet and write summary.json; returns the summary."""
-    matches = _read_side(os.path.join(run.side_dir, MATCHES_SIDE))
+    matches = _read_side(cfs.join(run.side_dir, MATCHES_SIDE))
     if matches.num_rows:
         item_num = pc.cast(matches.column("item_id"), pa.int64(), safe=False) \
             if all(s.isdigit() for s in matches.column("item_id").to_pylist()) else matches.column("item_id")
@@ -481,17 +744,15 @@ def write_report(report: str, run: RunContext, summary: dict[str, Any], cfg: Dec
                                 sort_keys=[("b", "ascending"), ("i", "ascending"), ("d", "ascending"),
                                            ("f", "ascending")])
         matches = matches.take(order)
-    os.makedirs(report, exist_ok=True)
-    tmp = os.path.join(report, "matches.parquet.tmp")
-    pq.write_table(matches, tmp, compression="zstd")
-    os.replace(tmp, os.path.join(report, "matches.parquet"))
+    with cfs.AtomicWriter(cfs.join(report, "matches.parquet")) as w:  # .tmp + rename, or one upload
+        pq.write_table(matches, w.file, compression="zstd")
 
-    idx = DecontamIndex.load(index_path) if index_path else None
+    idx = DecontamIndex.load(cfs.local_dir(index_path)) if index_path else None
     rows = matches.to_pylist()
     contaminated = [m for m in rows if m["contaminated"]]
     # with fuzzy_action=report a fuzzy pair is contaminated but its document is kept
     removed_docs = {m["doc_id"]: m for m in contaminated if m["removed"]}
-    n_removed_files = _count_rows(run.removed_dir) if os.path.isdir(run.removed_dir) else 0
+    n_removed_files = _count_rows(run.removed_dir) if cfs.isdir(run.removed_dir) else 0
     if n_removed_files != summary["removed"]:
         raise FatalError(f"{report}: {summary['removed']} documents were removed but {run.removed_dir} holds "
                          f"{n_removed_files}; the report is incomplete. Rerun with --overwrite.")
@@ -510,7 +771,7 @@ def write_report(report: str, run: RunContext, summary: dict[str, Any], cfg: Dec
             "unchecked_suppressed_items": len(idx.meta["unchecked"].get(name, {}).get("suppressed", [])) if idx else 0,
             "lang": b.get("lang"),
         }
-    ratios = np.array([m["lcs_ratio"] for m in rows], dtype=float)
+    ratios = np.array([m["lcs_ratio"] for m in rows if m["lcs_ratio"] is not None], dtype=float)
     counts, _ = np.histogram(ratios, bins=HIST_BINS) if len(ratios) else (np.zeros(10, int), None)
     by_source = Counter(m["source"] or "unknown" for m in removed_docs.values())
     by_domain = Counter(m["domain"] or "unknown" for m in removed_docs.values())
@@ -529,14 +790,15 @@ def write_report(report: str, run: RunContext, summary: dict[str, Any], cfg: Dec
         "config": dict(cfg.to_dict(), index=index_path),
         "index": {k: idx.meta[k] for k in ("items", "grams", "phrases", "options")} if idx else {},
         "fuzzy": fuzzy_meta or None,
+        "judge": _judge_section(cfg, counters),
         "kernel": {"fallback_rows": counters.get("fallback_rows", 0), "python_rows": counters.get("python_rows", 0),
                    "texts_scanned": counters.get("texts_scanned", 0)},
-        "matches": os.path.join(report, "matches.parquet"), "removed_dir": run.removed_dir,
+        "matches": cfs.join(report, "matches.parquet"), "removed_dir": run.removed_dir,
         "output": run.output, "mathcorpus_version": __version__,
         "check": "docs_in == docs_kept + docs_removed",
     }
     if out["docs_in"] != out["docs_kept"] + out["docs_removed"]:
         raise FatalError(f"{report}: {out['docs_in']} docs in but {out['docs_kept']} kept + "
                          f"{out['docs_removed']} removed")
-    atomic_write_json(os.path.join(report, "summary.json"), out)
+    atomic_write_json(cfs.join(report, "summary.json"), out)
     return out

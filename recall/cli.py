@@ -17,6 +17,7 @@ from corpus.config import config_options, load_config_file, resolve
 from corpus.errors import ConfigError
 from recall.cycle import CycleConfig
 from recall.model import TrainConfig
+from recall.quality import QualityTrainConfig
 from recall.stage import ScoreConfig
 
 
@@ -58,29 +59,56 @@ def _print_eval(ev: dict[str, Any] | None, title: str = "held-out evaluation") -
 
 # ----------------------------------------------------------------------------- train
 @recall_group.command("train")
-@click.option("--data", "data", multiple=True, required=True, metavar="FILE",
+@click.option("--kind", type=click.Choice(["math", "quality"]), default="math", show_default=True,
+              help="math: a fastText math classifier (--data); quality: a 0-5 quality scorer trained on "
+                   "teacher grades (--labels, --scorer).")
+@click.option("--data", "data", multiple=True, metavar="FILE",
               help="Labelled records (text, label = math | non_math); repeat for more files.")
-@click.option("-o", "--output", required=True, metavar="MODEL.bin",
-              help="Model file to write; its evaluation and config go to MODEL.json beside it.")
+@click.option("--labels", "labels", multiple=True, metavar="LABELS",
+              help="--kind quality: graded documents: a `synth run --task annotate` output folder as it is, or "
+                   "shards with text and a 0-5 score column; repeat for more.")
+@click.option("-o", "--output", required=True, metavar="MODEL",
+              help="Model file to write (MODEL.bin for math, Q.npz for quality); its evaluation and config go "
+                   "to MODEL.json beside it.")
 @config_options(TrainConfig)
+@config_options(QualityTrainConfig, exclude=TrainConfig.field_names())
 @config_file_option
 @json_option
-def train_command(data: tuple[str, ...], output: str, config_file: str | None, as_json: bool,
-                  **kwargs: Any) -> None:
-    """Train a fastText math classifier and evaluate it on a held-out split.
+def train_command(kind: str, data: tuple[str, ...], labels: tuple[str, ...], output: str, config_file: str | None,
+                  as_json: bool, **kwargs: Any) -> None:
+    """Train a fastText math classifier, or a quality scorer, and evaluate it on a held-out split.
 
-    Classes are balanced, and documents are cropped so both classes have the same length
-    distribution. The evaluation (precision, recall, F1, ROC-AUC, threshold for a target
-    precision), the config and the data hashes are printed and saved in MODEL.json.
+    Math: classes are balanced, and documents are cropped so both classes have the same
+    length distribution. The evaluation (precision, recall, F1, ROC-AUC, threshold for a
+    target precision), the config and the data hashes are printed and saved in MODEL.json.
+
+    Quality (--kind quality): learns the teacher's 0-5 grades. --scorer fasttext (default)
+    uses presence features of fastText's tokens with a ridge head; --scorer encoder a frozen
+    local encoder (--encoder PATH) with a ridge head on pooled embeddings. The report gives
+    Spearman against the teacher, per-class F1, F1 at >= 3 and the share kept per threshold.
 
     \b
     Example:
       mathcorpus recall train --data math.jsonl.gz --data news.jsonl.gz -o models/en-web.bin \\
           --lang en --source web
+      mathcorpus recall train --kind quality --labels grades/ -o models/quality.npz
+      mathcorpus recall train --kind quality --labels grades/ -o models/quality-e5.npz \\
+          --scorer encoder --encoder models/multilingual-e5-small
     """
     from recall.model import sidecar_path, train_files
 
-    cfg = resolve(TrainConfig, config_file, kwargs, section=TrainConfig.section)
+    quality_only = {k for k in QualityTrainConfig.field_names() if k not in TrainConfig.field_names()}
+    if kind == "quality":
+        _train_quality(labels, data, output, config_file, as_json, kwargs)
+        return
+    given = sorted(k for k in quality_only if kwargs.get(k) is not None)
+    if labels or given:
+        flags = ", ".join(["--labels"] * bool(labels) + ["--" + k.replace("_", "-") for k in given])
+        raise ConfigError(f"{flags} apply to --kind quality; add --kind quality or drop them")
+    if not data:
+        raise ConfigError("recall train needs --data FILE (labelled math / non_math records)")
+    cfg = resolve(TrainConfig, config_file, {k: v for k, v in kwargs.items() if k not in quality_only},
+                  section=TrainConfig.section)
     click.echo(f"training on {', '.join(data)} ...", err=True)
     report = train_files(list(data), output, cfg)
 
@@ -96,6 +124,44 @@ def train_command(data: tuple[str, ...], output: str, config_file: str | None, a
         if lm:
             click.echo(f"  length-matched held-out: F1 {_fmt(lm['f1'])}, ROC-AUC {_fmt(lm['roc_auc'])}")
         click.echo(f"report: {sidecar_path(output)}")
+
+    emit(report, as_json, human)
+
+
+def _train_quality(labels: tuple[str, ...], data: tuple[str, ...], output: str, config_file: str | None,
+                   as_json: bool, kwargs: dict[str, Any]) -> None:
+    from recall.quality import sidecar_path as quality_sidecar, train_quality_files
+
+    if data:
+        raise ConfigError("--kind quality reads graded documents from --labels, not --data")
+    if not labels:
+        raise ConfigError("recall train --kind quality needs --labels LABELS (a `synth run --task annotate` output "
+                          "folder, or shards with text and a 0-5 score column)")
+    names = set(QualityTrainConfig.field_names())
+    wrong = sorted(k for k, v in kwargs.items() if v is not None and k not in names)
+    if wrong:
+        raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in wrong)} apply to math models, not "
+                          "--kind quality")
+    cfg = resolve(QualityTrainConfig, config_file, {k: v for k, v in kwargs.items() if k in names},
+                  section=QualityTrainConfig.section)
+    report = train_quality_files(list(labels), output, cfg, log=lambda m: click.echo(m, err=True))
+
+    def human(r: dict[str, Any]) -> None:
+        d = r["data"]
+        click.echo(f"quality model: {output} ({r['tag']}), scorer {r['scorer']}")
+        click.echo(f"data: {d['records']:,} graded documents ({d['train_records']:,} train, "
+                   f"{d['eval_records']:,} held out), grade column '{d['score_column']}'")
+        ev = r.get("eval")
+        if not ev:
+            click.echo("held-out evaluation: none (eval_fraction is 0)")
+        else:
+            click.echo(f"held-out: n={ev['n']:,}, Spearman {_fmt(ev['spearman'], 3)} vs the teacher, MAE "
+                       f"{_fmt(ev['mae'], 3)}, F1 at >= 3 {_fmt(ev['f1_at_3'], 3)}, macro F1 {_fmt(ev['macro_f1'], 3)}")
+            click.echo("  per grade F1: " + ", ".join(f"{c}: {_fmt(v['f1'], 2)} (n={v['support']})"
+                                                     for c, v in ev["per_class"].items()))
+            click.echo("  kept at threshold (model / teacher): " + ", ".join(
+                f">={t}: {_fmt(v['kept_share'], 2)}/{_fmt(v['teacher_share'], 2)}" for t, v in ev["at_threshold"].items()))
+        click.echo(f"report: {quality_sidecar(output)}")
 
     emit(report, as_json, human)
 
@@ -145,26 +211,40 @@ def eval_command(model: str, data: tuple[str, ...], threshold: float, target_pre
 @click.option("--source-thresholds", default=None, metavar="SRC=T,...",
               help="Per-source thresholds, e.g. web=0.6,code=0.4.")
 @click.option("--default-source", default=None, help="Source assumed for documents without one [default: web].")
+@click.option("--min-quality", type=float, default=None, metavar="Q",
+              help="With a quality model (recall train --kind quality): keep documents with quality_score >= Q "
+                   "(0-5) [default: 3].")
 @runner_options
 @config_file_option
 @json_option
 def score_command(inputs: tuple[str, ...], output: str, config_file: str | None, as_json: bool,
-                  **kwargs: Any) -> None:
+                  min_quality: float | None, **kwargs: Any) -> None:
     """Add math_score (probability of math) and recall_model, then keep or tag documents.
 
     Runs on the stage runner (local, Slurm or Ray); removed documents go to OUTPUT/_removed
-    with removal_reason recall:below_threshold.
+    with removal_reason recall:below_threshold. Given a quality model (from `recall train
+    --kind quality`), it adds quality_score (0-5) and quality_model instead, and removes
+    documents below --min-quality with reason recall:below_quality (the quality-score stage).
 
     \b
     Example:
       mathcorpus recall score shards/ -o math/ --model models/en-web.bin --threshold 0.6
       mathcorpus recall score shards/ -o tagged/ --model models/en-web.bin --tag-only
       mathcorpus recall score pool/ -o top/ --config runs/recall/score.yaml --keep-top 0.1
+      mathcorpus recall score math/ -o good/ --model models/quality.npz --min-quality 3
     """
     from corpus.runner import run_stage
+    from recall.quality import is_quality_model
     from recall.stage import ScoreStage
 
     opts = run_options_from_kwargs(kwargs, config_file)
+    model = kwargs.get("model")
+    if model and is_quality_model(model):
+        _score_quality(inputs, output, model, min_quality, config_file, as_json, opts, kwargs)
+        return
+    if min_quality is not None:
+        raise ConfigError(f"--min-quality needs a quality model; {model or 'the model'} is a math classifier "
+                          "(train one with `recall train --kind quality`)")
     cfg = _resolve_score(config_file, kwargs)
     summary = run_stage(ScoreStage(cfg), list(inputs), output, opts)
 
@@ -178,6 +258,35 @@ def score_command(inputs: tuple[str, ...], output: str, config_file: str | None,
             counts = rec["histogram"]["counts"]
             total = sum(counts) or 1
             click.echo("math_score histogram (20 bins over 0..1): " + " ".join(f"{c / total:.2f}" for c in counts))
+
+    emit(summary, as_json, human)
+
+
+def _score_quality(inputs: tuple[str, ...], output: str, model: str, min_quality: float | None,
+                   config_file: str | None, as_json: bool, opts: Any, kwargs: dict[str, Any]) -> None:
+    from corpus.runner import run_stage
+    from recall.quality_stage import QualityScoreConfig, QualityScoreStage
+
+    math_only = ("threshold", "keep_top", "source_models", "source_thresholds", "default_source")
+    wrong = [k for k in math_only if kwargs.get(k) is not None]
+    if wrong:
+        raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in wrong)} apply to math models; "
+                          f"{model} is a quality model: use --min-quality")
+    cfg = resolve(QualityScoreConfig, config_file, {"model": model, "min_quality": min_quality,
+                                                    "tag_only": kwargs.get("tag_only")},
+                  section=QualityScoreConfig.section)
+    summary = run_stage(QualityScoreStage(cfg), list(inputs), output, opts)
+
+    def human(s: dict[str, Any]) -> None:
+        click.echo(summary_line(s))
+        q = s.get("quality", {})
+        if q:
+            counts = q["histogram"]["counts"]
+            total = sum(counts) or 1
+            click.echo(f"quality model: {q['model']} ({q['scorer']}); kept quality_score >= {q['min_quality']}: "
+                       f"{_fmt(q['kept_share'], 3)}")
+            click.echo("quality_score histogram (half-point bins over 0..5): "
+                       + " ".join(f"{c / total:.2f}" for c in counts))
 
     emit(summary, as_json, human)
 

@@ -158,6 +158,13 @@ def _human(result: dict[str, Any]) -> None:
     click.echo(f"samples: {c.get('samples_generated', 0):,} generated, {c.get('samples_accepted', 0):,} accepted, "
                f"{c.get('samples_rejected', 0):,} rejected (in {side}); "
                f"{c.get('seeds_resumed', 0):,} seed(s) resumed from cache")
+    if any(k.startswith(("score:", "verdict:score_")) for k in c):  # an annotate run
+        from synth.annotate import ERROR_VERDICTS, SCORE_MAX, SCORE_MIN
+
+        dist = ", ".join(f"{v}: {c.get(f'score:{v}', 0):,}" for v in range(SCORE_MIN, SCORE_MAX + 1))
+        errs = {v: c.get(f"verdict:{v}", 0) for v in ERROR_VERDICTS}
+        click.echo(f"grades: {dist}; unreadable answers: {sum(errs.values()):,} "
+                   f"({', '.join(f'{k} {v:,}' for k, v in errs.items())})")
     g = result.get("gate")
     if g is None:
         click.echo("decontamination gate: OFF (--no-decontam); output is unchecked")

@@ -39,10 +39,11 @@ from corpus.config import StageConfig, opt
 from corpus.errors import ConfigError, FatalError, ShardError
 from corpus.runner import BatchResult, RunContext, Stage, TaskContext
 from corpus.shards import TMP_SUFFIX
+from corpus.teacher import (BACKENDS, Completion, Engine, EngineSpec, GenRequest, GenResult, SamplingConfig,
+                            derive_seed, get_engine)
 from synth.answers import CheckOptions, extract_answer, load_scorer
-from synth.engines import (BACKENDS, Completion, Engine, EngineSpec, GenRequest, GenResult, SamplingConfig,
-                           derive_seed, get_engine)
-from synth.sandbox import NETWORK_MODES, Sandbox
+from synth.annotate import judge_annotate
+from synth.sandbox import ISOLATION_MODES, NETWORK_MODES, Sandbox, check_sandbox
 from synth.tasks import (TASKS, Sample, SolveOptions, Template, judge_qa, judge_rewrite, judge_solve,
                          load_template, run_tir)
 
@@ -50,7 +51,7 @@ CACHE_DIR = "_synth_cache"
 REJECTED_SIDE = "synth_rejected"
 ACCEPTED_COL = "_accepted"
 SOURCE_SYNTH = "synth"
-DEFAULT_N = {"rewrite": 1, "qa": 1, "solve": 8}
+DEFAULT_N = {"rewrite": 1, "qa": 1, "solve": 8, "annotate": 1}
 SELECT_MODES = ("auto", "reference", "majority", "rm")
 
 RECORD_SCHEMA = pa.schema([
@@ -67,6 +68,9 @@ RECORD_SCHEMA = pa.schema([
     (schema.SYNTH_VERDICT, pa.string()),
 ])
 CACHE_SCHEMA = RECORD_SCHEMA.append(pa.field(ACCEPTED_COL, pa.bool_()))
+# annotate records are the graded documents themselves plus the teacher's grade
+ANNOTATE_SCHEMA = RECORD_SCHEMA.append(pa.field(schema.SYNTH_SCORE, pa.int8()))
+ANNOTATE_CACHE_SCHEMA = ANNOTATE_SCHEMA.append(pa.field(ACCEPTED_COL, pa.bool_()))
 
 
 @dataclass
@@ -76,7 +80,8 @@ class SynthConfig(StageConfig):
     section: ClassVar[str] = "synth"
 
     task: str = opt(help="What to generate: rewrite (textbook-style rewrite of a document), qa (problem + "
-                         "solution pairs from a document) or solve (N sampled solutions per problem).",
+                         "solution pairs from a document), solve (N sampled solutions per problem) or annotate "
+                         "(grade each document 0-5 for quality: labels for `recall train --kind quality`).",
                     choices=TASKS)
     model: str = opt(help="Teacher model: a Hugging Face id or local folder (vllm, transformers) or the "
                           "served model name (openai).")
@@ -143,6 +148,11 @@ class SynthConfig(StageConfig):
     sandbox_network: str = opt("auto", help="tir: how network is cut: auto (network namespace when possible, "
                                             "audit hook always), unshare (require the namespace), audit.",
                                choices=NETWORK_MODES)
+    sandbox: str = opt("bwrap", help="tir: how the model's code is isolated: bwrap (bubblewrap namespaces + "
+                                     "seccomp: read-only Python, private work folder, no network, no other "
+                                     "processes; refused where bwrap does not work) or unsafe-host (no isolation "
+                                     "beyond an audit hook and a network namespace: the code can touch your files).",
+                       choices=ISOLATION_MODES)
 
     def validate(self) -> None:
         if self.n is not None and self.n < 1:
@@ -321,6 +331,7 @@ class Seed:
     text: str
     lang: str | None
     reference: str | None
+    source: str | None = None
 
 
 class SynthStage(Stage):
@@ -351,8 +362,10 @@ class SynthStage(Stage):
 
     def prepare(self, run: RunContext) -> None:
         # fail in the driver, before any worker starts, on a bad template or select mode
-        load_template(self.config.template, self.config.task, tir=self.config.tir,
-                      templates_dir=self.config.templates_dir)
+        tmpl = load_template(self.config.template, self.config.task, tir=self.config.tir,
+                             templates_dir=self.config.templates_dir)
+        if tmpl.tir:
+            check_sandbox(self.config.sandbox)
 
     # ------------------------------------------------------------------ task side
     def setup(self, task: TaskContext) -> None:
@@ -362,7 +375,7 @@ class SynthStage(Stage):
         self.scorer = load_scorer(c.rm_url, c.rm_model) if c.rm_url else None
         if self.template.tir:
             self.sandbox = Sandbox(timeout_s=c.sandbox_timeout, memory_mb=c.sandbox_memory_mb,
-                                   network=c.sandbox_network)
+                                   network=c.sandbox_network, isolation=c.sandbox)
         self.cache = GenerationCache(c.cache_dir or os.path.join(task.run.output, CACHE_DIR), task.rank,
                                      self.gen_key())
         self.cache.load()
@@ -386,7 +399,8 @@ class SynthStage(Stage):
                 sols = batch.column(c.solution_column).to_pylist()
                 refs = [r if r is not None else (extract_answer(s, last_number_fallback=False) if s else None)
                         for r, s in zip(refs, sols)]
-        return [Seed(i, t, lg, r) for i, t, lg, r in zip(ids, texts, langs, refs)]
+        srcs = batch.column(schema.SOURCE).to_pylist() if schema.SOURCE in names else [None] * len(ids)
+        return [Seed(i, t, lg, r, sr) for i, t, lg, r, sr in zip(ids, texts, langs, refs, srcs)]
 
     def _request(self, seed: Seed, sampling: SamplingConfig) -> GenRequest:
         c = self.config
@@ -406,6 +420,8 @@ class SynthStage(Stage):
             return judge_rewrite(completions, keep_truncated=c.keep_truncated, min_chars=c.min_chars)
         if c.task == "qa":
             return judge_qa(completions, max_pairs=c.qa_pairs, keep_truncated=c.keep_truncated)
+        if c.task == "annotate":
+            return judge_annotate(seed.text, completions, keep_truncated=c.keep_truncated)
         opts = SolveOptions(select=c.select, min_votes=c.min_votes, keep_top=c.keep_top,
                             keep_truncated=c.keep_truncated, dedupe=c.dedupe, check=CheckOptions(rel_tol=c.rel_tol))
         return judge_solve(seed.text, completions, seed.reference, opts, self.scorer, req.messages)
@@ -428,15 +444,18 @@ class SynthStage(Stage):
         assert self.template is not None
         params = self._params_json(req)
         rows = []
+        annotate = c.task == "annotate"
         for s in samples:
             rid = f"{seed.id}/{c.task}/{s.sample}" + (f".{s.sub}" if s.sub is not None else "")
             rows.append({
-                schema.ID: rid, schema.TEXT: s.text, schema.SOURCE: SOURCE_SYNTH, schema.LANG: seed.lang,
+                # an annotate record is the seed document itself (a label), so it keeps its source
+                schema.ID: rid, schema.TEXT: s.text, schema.SOURCE: seed.source if annotate else SOURCE_SYNTH,
+                schema.LANG: seed.lang,
                 schema.METADATA: json.dumps({"task": c.task} | s.meta, ensure_ascii=False, default=str),
                 schema.SYNTH_TEACHER: c.model, schema.SYNTH_TEMPLATE: self.template.ref,
                 schema.SYNTH_PARAMS: params, schema.SYNTH_SEED_ID: seed.id, schema.SYNTH_SAMPLE: s.sample,
                 schema.SYNTH_VERDICT: s.verdict, ACCEPTED_COL: s.accepted,
-            })
+            } | ({schema.SYNTH_SCORE: s.meta.get("score")} if annotate else {}))
         return rows
 
     def gen_key(self) -> str:
@@ -477,7 +496,8 @@ class SynthStage(Stage):
             req = self._request(seed, sampling)
             comps, _ = generated[seed.id]
             rows.extend(self._records(seed, req, self._judge(seed, req, comps)))
-        return pa.Table.from_pylist(rows, schema=CACHE_SCHEMA)
+        return pa.Table.from_pylist(rows, schema=ANNOTATE_CACHE_SCHEMA if self.config.task == "annotate"
+                                    else CACHE_SCHEMA)
 
     def process_batch(self, batch: pa.RecordBatch, task: TaskContext) -> BatchResult:
         assert self.cache is not None
@@ -508,6 +528,9 @@ class SynthStage(Stage):
             task.side_writer(REJECTED_SIDE).write(rejected)
         for v, n in Counter(table.column(schema.SYNTH_VERDICT).to_pylist()).items():
             task.counters[f"verdict:{v}"] += n
+        if self.config.task == "annotate":  # the grade distribution of the accepted labels
+            for v, n in Counter(accepted.column(schema.SYNTH_SCORE).to_pylist()).items():
+                task.counters[f"score:{v}"] += n
         task.counters["samples_accepted"] += accepted.num_rows
         task.counters["samples_rejected"] += rejected.num_rows
         ok_seeds = set(accepted.column(schema.SYNTH_SEED_ID).to_pylist())

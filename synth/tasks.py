@@ -7,7 +7,9 @@ Owns what each task asks the teacher and how its answers are judged:
 * ``solve``: N chain-of-thought solutions per problem, kept by rejection sampling against
   the reference answer (or the majority answer when there is none), optionally ranked
   by a reward model (RM@N). Its TIR variant runs the model's Python in the sandbox and
-  feeds the output back before the model continues.
+  feeds the output back before the model continues;
+* ``annotate``: a teacher grades a document on an additive 0-5 scale (``finemath@v1``);
+  the strict score parser lives in ``synth/annotate.py``.
 
 Templates are YAML files named ``<id>.<version>.yaml``. The bundled ones live in
 ``synth/templates/``; a user folder (``templates_dir``) or an explicit file path
@@ -27,17 +29,20 @@ import xxhash
 import yaml
 
 from corpus.errors import ConfigError
+from corpus.teacher import Completion, Engine, GenRequest, GenResult, derive_seed
 from synth.answers import CheckOptions, RewardScorer, extract_answer, is_equiv, majority_vote
-from synth.engines import Completion, Engine, GenRequest, GenResult, derive_seed
 from synth.sandbox import Sandbox
 
-TASKS = ("rewrite", "qa", "solve")
+TASKS = ("rewrite", "qa", "solve", "annotate")
 BUNDLED_DIR = Path(__file__).resolve().parent / "templates"
 PLACEHOLDERS: dict[str, frozenset[str]] = {
     "rewrite": frozenset({"text", "lang"}),
     "qa": frozenset({"text", "lang", "num_pairs"}),
     "solve": frozenset({"problem"}),
+    "annotate": frozenset({"text", "lang"}),
 }
+#: Template used when none is given, for tasks whose template is not named after the task.
+DEFAULT_TEMPLATE = {"annotate": "finemath"}
 TEMPLATE_KEYS = frozenset({"id", "version", "task", "description", "system", "user", "stop", "tir"})
 _PLACEHOLDER_RE = re.compile(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}")
 TIR_STOP = "```output"
@@ -168,7 +173,7 @@ def load_template(spec: str | None, task: str, *, tir: bool = False, templates_d
         if not path.is_file():
             raise ConfigError(f"synth: template file {spec} not found")
     else:
-        name = spec or ("solve-tir" if (task == "solve" and tir) else task)
+        name = spec or ("solve-tir" if (task == "solve" and tir) else DEFAULT_TEMPLATE.get(task, task))
         name, _, version = name.partition("@")
         if version:
             path = next((d / f"{name}.{version}.yaml" for d in dirs if (d / f"{name}.{version}.yaml").is_file()),

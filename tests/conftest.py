@@ -65,3 +65,8 @@ def _clean_cli_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """--debug / -v export MATHCORPUS_DEBUG / MATHCORPUS_VERBOSE for worker processes; keep tests apart."""
     monkeypatch.delenv("MATHCORPUS_DEBUG", raising=False)
     monkeypatch.delenv("MATHCORPUS_VERBOSE", raising=False)
+
+
+# Teacher servers (scripted OpenAI-compatible, real `transformers serve`) and the tiny model,
+# for every package's tests.
+from tests.teacher_server import fake_openai, tiny_model_dir, transformers_server  # noqa: E402,F401

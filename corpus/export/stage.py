@@ -98,6 +98,21 @@ class ExportConfig(StageConfig):
                                               "the HF ids before it is used.")
     threads: int = opt(0, help="Tokenizer threads per task; 0 = 1 (processes scale better than tiktoken threads).")
     keep_work: bool = opt(False, help="Keep OUTPUT/_work (per-task token files) after a successful export.")
+    sft: bool = opt(False, help="Export chat conversations for fine-tuning: chat template, loss mask on assistant "
+                                "tokens only, conversations packed into seq-len rows without splitting one "
+                                "(formats parquet and numpy --packed).")
+    messages_field: str = opt("messages", help="--sft: column holding the chat turns (list of {role, content}).")
+    prompt_field: str | None = opt(None, help="--sft: column with the user prompt, instead of messages; a dotted name "
+                                              "reads a key of a JSON column (synth solve output: metadata.problem).")
+    response_field: str | None = opt(None, help="--sft: column with the assistant response (synth solve output: "
+                                                "metadata.solution).")
+    system_prompt: str | None = opt(None, help="--sft: system turn put first in conversations that have none.")
+    chat_template: str = opt("qwen2.5", help="--sft: a bundled template (qwen2.5 = Qwen2.5 ChatML), 'tokenizer' for "
+                                             "the tokenizer's own chat_template, a .jinja file or a "
+                                             "tokenizer_config.json.")
+    too_long: str = opt("truncate", help="--sft: a conversation longer than --seq-len is truncated to it (removed "
+                                         "when no assistant token is left) or removed; both are counted.",
+                        choices=("truncate", "remove"))
 
     def validate(self) -> None:
         if self.format is None:
@@ -121,6 +136,18 @@ class ExportConfig(StageConfig):
             raise ConfigError(f"--pad-id must be >= 0, got {self.pad_id}")
         if self.threads < 0 or self.identity_sample_docs < 0:
             raise ConfigError("--threads and --identity-sample-docs must be >= 0")
+        if self.sft:
+            if not self.packs:
+                raise ConfigError(f"--sft writes packed rows: use --format parquet or --format numpy --packed "
+                                  f"(not {self.format}{' without --packed' if self.format == 'numpy' else ''})")
+            if self.mix:
+                raise ConfigError("--mix does not apply to --sft (one conversation set); mix SFT exports at training "
+                                  "time with TokenMixture")
+            if bool(self.prompt_field) != bool(self.response_field):
+                raise ConfigError("--prompt-field and --response-field go together (e.g. --prompt-field question "
+                                  "--response-field answer)")
+        elif self.prompt_field or self.response_field or self.system_prompt:
+            raise ConfigError("--prompt-field, --response-field and --system-prompt apply to --sft only; add --sft")
 
     @property
     def packs(self) -> bool:
@@ -137,6 +164,7 @@ class ExportStage(Stage):
     name = "export"
     Config = ExportConfig
     writes_documents = False
+    prepare_reads_inputs = True  # the engine choice samples the input documents
 
     def __init__(self, config: ExportConfig) -> None:
         super().__init__(config)
@@ -179,8 +207,8 @@ class ExportStage(Stage):
         cfg = self.config
         tok = load_tokenizer(resolve_tokenizer(cfg.tokenizer), cfg.eos)
         choice = self.engine_choice
-        if choice is None:  # inputs deferred (whole pipeline submitted): decide on the probes
-            choice = _choice_dict(choose_engine(tok, cfg.engine, []))
+        if choice is None:  # prepare() runs in the driver or as the stage's first job (corpus/runner.py)
+            raise FatalError("export: no tokenizer engine was chosen; run the stage through run_stage")
         self._tok = tok
         self._engine = make_engine(tok, choice["engine"], cfg.threads or 1)
         work_dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32

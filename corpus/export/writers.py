@@ -165,8 +165,10 @@ class ShardWriterBase:
     def add_documents(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
         raise NotImplementedError
 
-    def add_rows(self, rows: np.ndarray, piece_starts: np.ndarray, piece_lengths: np.ndarray) -> None:
-        """``rows``: (n, seq_len) tokens incl. padding; pieces: flat ``[start, start+len)`` in ``rows``."""
+    def add_rows(self, rows: np.ndarray, piece_starts: np.ndarray, piece_lengths: np.ndarray,
+                 mask: np.ndarray | None = None) -> None:
+        """``rows``: (n, seq_len) tokens incl. padding; pieces: flat ``[start, start+len)`` in ``rows``;
+        ``mask``: (n, seq_len) 0/1 loss mask of SFT exports."""
         raise NotImplementedError
 
     def close(self) -> dict[str, Any]:
@@ -264,6 +266,8 @@ class NumpyWriter(ShardWriterBase):
         self.lens: list[np.ndarray] = []
         self.rows = 0
         self.written = 0  # flat tokens incl. padding
+        # SFT exports: NAME.mask.bin, one uint8 per token (1 = assistant token, trained)
+        self.mask = self.files.open(base + ".mask.bin") if meta.get("sft") else None
 
     def add_documents(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
         starts = np.zeros(lengths.size, dtype=np.int64)
@@ -271,8 +275,13 @@ class NumpyWriter(ShardWriterBase):
             np.cumsum(lengths[:-1], out=starts[1:])
         self._add(tokens, starts, np.asarray(lengths, dtype=np.int64))
 
-    def add_rows(self, rows: np.ndarray, piece_starts: np.ndarray, piece_lengths: np.ndarray) -> None:
+    def add_rows(self, rows: np.ndarray, piece_starts: np.ndarray, piece_lengths: np.ndarray,
+                 mask: np.ndarray | None = None) -> None:
         self.rows += int(rows.shape[0])
+        if self.mask is not None:
+            if mask is None or mask.shape != rows.shape:
+                raise FatalError(f"{self.base}: an SFT shard needs a loss mask of shape {rows.shape}")
+            _write_array(self.mask, mask.astype(np.uint8, copy=False))
         self._add(rows.reshape(-1), piece_starts, piece_lengths)
 
     def _add(self, flat: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> None:
@@ -306,18 +315,22 @@ class ParquetTokenWriter(ShardWriterBase):
 
     ROW_GROUP_ROWS = 1024
 
-    def __init__(self, base: str, dtype: str, seq_len: int) -> None:
+    def __init__(self, base: str, dtype: str, seq_len: int, loss_mask: bool = False) -> None:
         super().__init__(base, "int32")
         self.seq_len = seq_len
         self.path = base + ".parquet"
         self.sink = self.files.open(self.path)
-        self.schema = pa.schema([pa.field("input_ids", pa.list_(pa.int32())),
-                                 pa.field("doc_lengths", pa.list_(pa.int32()))])
+        fields = [pa.field("input_ids", pa.list_(pa.int32())), pa.field("doc_lengths", pa.list_(pa.int32()))]
+        if loss_mask:  # SFT: 1 on assistant tokens (trained), 0 elsewhere
+            fields.append(pa.field("loss_mask", pa.list_(pa.uint8())))
+        self.loss_mask = loss_mask
+        self.schema = pa.schema(fields)
         self.writer = pq.ParquetWriter(self.sink, self.schema, compression="zstd")
         self.rows = 0
         self.written = 0
 
-    def add_rows(self, rows: np.ndarray, piece_starts: np.ndarray, piece_lengths: np.ndarray) -> None:
+    def add_rows(self, rows: np.ndarray, piece_starts: np.ndarray, piece_lengths: np.ndarray,
+                 mask: np.ndarray | None = None) -> None:
         n, width = rows.shape
         values = pa.array(rows.reshape(-1).astype(np.int32, copy=False), pa.int32())
         ids = pa.ListArray.from_arrays(pa.array(np.arange(0, n * width + 1, width, dtype=np.int32)), values)
@@ -325,7 +338,12 @@ class ParquetTokenWriter(ShardWriterBase):
         row_of_piece = piece_starts // width
         offs = np.searchsorted(row_of_piece, np.arange(n + 1), side="left").astype(np.int32)
         docs = pa.ListArray.from_arrays(pa.array(offs), pa.array(piece_lengths.astype(np.int32), pa.int32()))
-        table = pa.Table.from_arrays([ids, docs], schema=self.schema)
+        cols = [ids, docs]
+        if self.loss_mask:
+            if mask is None or mask.shape != rows.shape:
+                raise FatalError(f"{self.path}: an SFT shard needs a loss mask of shape {rows.shape}")
+            cols.append(pa.ListArray.from_arrays(ids.offsets, pa.array(mask.reshape(-1).astype(np.uint8), pa.uint8())))
+        table = pa.Table.from_arrays(cols, schema=self.schema)
         try:
             self.writer.write_table(table, row_group_size=self.ROW_GROUP_ROWS)
         except OSError as exc:
@@ -364,7 +382,7 @@ def shard_files(fmt: str, base: str) -> list[str]:
 
 
 def make_writer(fmt: str, output: str, index: int, dtype: str, *, tokenizer_name: str, seq_len: int,
-                numpy_meta: dict[str, Any] | None = None) -> ShardWriterBase:
+                numpy_meta: dict[str, Any] | None = None, loss_mask: bool = False) -> ShardWriterBase:
     base = shard_base(output, index)
     if fmt == "megatron":
         return MegatronWriter(base, dtype)
@@ -373,7 +391,7 @@ def make_writer(fmt: str, output: str, index: int, dtype: str, *, tokenizer_name
     if fmt == "numpy":
         return NumpyWriter(base, dtype, dict(numpy_meta or {}))
     if fmt == "parquet":
-        return ParquetTokenWriter(base, dtype, seq_len)
+        return ParquetTokenWriter(base, dtype, seq_len, loss_mask=loss_mask)
     raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 

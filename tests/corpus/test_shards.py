@@ -158,6 +158,44 @@ def test_integer_ids_become_strings(tmp_path: Path) -> None:
     assert b.column("id").to_pylist() == ["7"]
 
 
+def test_mixed_integer_and_string_ids_become_strings(tmp_path: Path) -> None:
+    # merged dumps: pyarrow alone refuses a column that changes type between lines
+    p = tmp_path / "a.jsonl"
+    p.write_text('{"id":1,"text":"a","url":"https://x.org/1"}\n{"id":"2","text":"é"}\n{"id":30,"text":"c"}\n'
+                 '{"id":"b","text":"d"}\n', encoding="utf-8")
+    t = read_table([str(p)])
+    assert t.column("id").to_pylist() == ["1", "2", "30", "b"]
+    assert t.column("text").to_pylist() == ["a", "é", "c", "d"]
+    assert t.column("url").to_pylist() == ["https://x.org/1", None, None, None]
+
+
+def test_mixed_ids_across_blocks_and_gzip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import corpus.shards as shards
+
+    monkeypatch.setattr(shards, "JSONL_BLOCK_BYTES", 200)
+    rows = [{"id": i if i % 3 else f"s{i}", "text": f"doc {i}"} for i in range(200)]
+    p = write_jsonl(tmp_path / "a.jsonl.gz", rows, "gz")
+    assert read_table([str(p)]).column("id").to_pylist() == [str(r["id"]) for r in rows]
+
+
+def test_ids_of_uncastable_mixed_types_name_field_and_types(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_text('{"id":"a","text":"x"}\n{"id":2.5,"text":"y"}\n')
+    with pytest.raises(ShardError) as e:
+        list(iter_batches(str(p)))
+    assert str(e.value) == (f"{p}: field 'id' is a string on line 1 but a number on line 2; ids must be strings or "
+                            "integers: convert them to strings")
+
+
+def test_other_field_with_two_types_is_named(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_text('{"id":"a","text":"x","source":"web"}\n{"id":"b","text":"y"}\n{"id":"c","text":"z","source":3}\n')
+    with pytest.raises(ShardError) as e:
+        list(iter_batches(str(p)))
+    assert str(e.value) == (f"{p}: field 'source' is a string on line 1 but a number on line 3; give it one type on "
+                            "every line")
+
+
 def test_large_jsonl_streams_in_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import corpus.shards as shards
 

@@ -15,7 +15,7 @@ from corpus.errors import ConfigError, FatalError
 from synth.answers import (CheckOptions, HTTPRewardScorer, brace_shorthand, extract_answer, find_boxed, is_equiv,
                            last_number, load_scorer, majority_vote, normalize_answer, parse_base_number,
                            to_halfwidth)
-from tests.synth.conftest import FakeOpenAI, Plan
+from tests.teacher_server import FakeOpenAI, Plan
 
 # ----------------------------------------------------------------------------- extraction
 

@@ -13,7 +13,7 @@ from corpus.cli import main
 from corpus.shards import read_table
 from synth.tasks import ACCEPTED
 from tests.conftest import write_jsonl
-from tests.synth.conftest import FakeOpenAI
+from tests.teacher_server import FakeOpenAI
 
 DOCS = [
     {"id": "d1", "text": "A prime number has exactly two positive divisors: 1 and itself. 2, 3, 5 and 7 are prime.",

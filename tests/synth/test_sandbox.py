@@ -57,10 +57,10 @@ def test_listener_is_reachable_outside_the_sandbox(listener: tuple[int, list[obj
     assert len(accepted) == 1
 
 
-@pytest.mark.parametrize("network", ["auto", "audit"])
-def test_sandbox_refuses_network(listener: tuple[int, list[object]], network: str) -> None:
+@pytest.mark.parametrize("isolation,network", [("bwrap", "auto"), ("unsafe-host", "auto"), ("unsafe-host", "audit")])
+def test_sandbox_refuses_network(listener: tuple[int, list[object]], isolation: str, network: str) -> None:
     port, accepted = listener
-    r = Sandbox(timeout_s=10, network=network).run(_connect_code(port))
+    r = Sandbox(timeout_s=10, network=network, isolation=isolation).run(_connect_code(port))
     assert not r.ok and "connected" not in r.stdout
     assert r.feedback() == "PermissionError: sandbox: socket.__new__ is not allowed"
     time.sleep(0.3)
@@ -70,7 +70,7 @@ def test_sandbox_refuses_network(listener: tuple[int, list[object]], network: st
 @pytest.mark.skipif(not unshare_available(), reason="no user namespaces on this machine")
 def test_network_namespace_alone_cuts_loopback(listener: tuple[int, list[object]]) -> None:
     port, accepted = listener
-    r = Sandbox(timeout_s=10, network="unshare", audit_hook=False).run(_connect_code(port))
+    r = Sandbox(timeout_s=10, network="unshare", audit_hook=False, isolation="unsafe-host").run(_connect_code(port))
     assert not r.ok and r.feedback() == "OSError: [Errno 101] Network is unreachable"
     time.sleep(0.3)
     assert accepted == []
@@ -111,9 +111,16 @@ def test_state_carries_across_blocks_and_last_expression_prints() -> None:
 
 
 def test_runs_in_a_temporary_directory_that_is_removed() -> None:
-    r = Sandbox(timeout_s=10).run("import os\nopen('f.txt', 'w').write('x')\nprint(os.getcwd())")
+    r = Sandbox(timeout_s=10, isolation="unsafe-host").run("import os\nopen('f.txt', 'w').write('x')\nprint(os.getcwd())")
     cwd = r.stdout.strip()
     assert r.ok and os.path.basename(cwd).startswith("mathcorpus-sandbox-") and not os.path.exists(cwd)
+
+
+def test_isolated_work_folder_is_private_and_fresh_each_run() -> None:
+    sb = Sandbox(timeout_s=10)
+    r = sb.run("import os\nopen('f.txt', 'w').write('x')\nprint(os.getcwd(), os.listdir('.'))")
+    assert r.ok and r.stdout == "/sandbox ['f.txt']\n"
+    assert sb.run("import os\nprint(os.listdir('.'))").stdout == "[]\n"
 
 
 def test_run_many_keeps_order_and_feedback_is_capped() -> None:
@@ -129,3 +136,5 @@ def test_bad_options() -> None:
         Sandbox(network="off")
     with pytest.raises(ConfigError, match="sandbox: timeout must be positive, got 0"):
         Sandbox(timeout_s=0)
+    with pytest.raises(ConfigError, match="sandbox: isolation must be one of bwrap, unsafe-host, got 'docker'"):
+        Sandbox(isolation="docker")

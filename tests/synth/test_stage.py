@@ -18,7 +18,7 @@ from corpus.runner import RunOptions, run_stage
 from corpus.shards import read_table
 from synth.stage import ACCEPTED_COL, CACHE_DIR, RECORD_SCHEMA, SynthConfig, SynthStage, reference_answer
 from tests.conftest import write_jsonl
-from tests.synth.conftest import FakeOpenAI, Plan
+from tests.teacher_server import FakeOpenAI, Plan
 
 PROBLEMS = [
     {"id": "g1", "text": "Tom has 3 apples and buys 4 more. How many?", "answer": "7"},

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from corpus.errors import ConfigError
+from corpus.teacher import Completion, GenRequest, OpenAIEngine, SamplingConfig
 from synth.answers import CheckOptions
-from synth.engines import Completion, GenRequest, OpenAIEngine, SamplingConfig
 from synth.sandbox import Sandbox
 from synth.tasks import (TIR_STOP, SolveOptions, judge_qa, judge_rewrite, judge_solve, list_templates, load_template,
                          parse_qa_pairs, parse_template, python_blocks, run_tir, tool_call_pending)
-from tests.synth.conftest import FakeOpenAI
+from tests.teacher_server import FakeOpenAI
 
 
 def C(text: str, finish: str = "stop", stop_reason: str | None = None) -> Completion:

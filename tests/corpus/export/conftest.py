@@ -98,3 +98,55 @@ def small_tokenizer(tmp_path_factory: pytest.TempPathFactory, real_docs: list[di
     path = tmp_path_factory.mktemp("small_tok") / "tokenizer.json"
     tok.save(str(path))
     return path
+
+
+# ----------------------------------------------------------------------------- loader / SFT exports
+GSM8K_TRAIN = SHARED_DATA / "train_sets" / "gsm8k_train.jsonl"
+
+
+def gsm8k_records(n: int, start: int = 0) -> list[dict[str, Any]]:
+    """The first ``n`` GSM8K train records (MIT, see shared/data/README.md) with ids."""
+    out = []
+    with open(GSM8K_TRAIN, encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if i < start:
+                continue
+            if len(out) >= n:
+                break
+            d = json.loads(line)
+            out.append({"id": f"gsm8k-train-{i}", "question": d["question"], "answer": d["answer"]})
+    return out
+
+
+# name -> export arguments; document formats are read at any seq_len, packed ones at theirs
+LOADER_EXPORTS: dict[str, list[str]] = {
+    "megatron": ["--format", "megatron", "--seq-len", "64"],
+    "nanotron": ["--format", "nanotron", "--seq-len", "64"],
+    "numpy": ["--format", "numpy", "--seq-len", "64"],
+    "numpy-packed": ["--format", "numpy", "--packed", "--seq-len", "48"],
+    "parquet": ["--format", "parquet", "--seq-len", "64"],
+    "parquet-nosplit": ["--format", "parquet", "--seq-len", "40", "--no-split"],
+    "sft-parquet": ["--sft", "--format", "parquet", "--seq-len", "160", "--prompt-field", "question",
+                    "--response-field", "answer"],
+    "sft-numpy": ["--sft", "--format", "numpy", "--packed", "--seq-len", "224", "--prompt-field", "question",
+                  "--response-field", "answer"],
+}
+
+
+@pytest.fixture(scope="session")
+def loader_exports(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> dict[str, Path]:
+    """One small real export per format (and two SFT exports), written by `mathcorpus export`."""
+    root = tmp_path_factory.mktemp("loader_exports")
+    docs_in, sft_in = root / "docs_in", root / "sft_in"
+    docs_in.mkdir()
+    sft_in.mkdir()
+    write_jsonl(docs_in / "docs.jsonl", load_real_docs(per_file=8, max_chars=2500))
+    write_jsonl(sft_in / "gsm8k.jsonl", gsm8k_records(60))
+    out = {}
+    for name, args in LOADER_EXPORTS.items():
+        dest = root / name
+        res = run_cli(["export", str(sft_in if name.startswith("sft") else docs_in), "-o", str(dest), *args,
+                       "--shard-tokens", "6000", "--seed", "3", "--engine", "hf", "--identity-sample-docs", "0"])
+        assert res.exit_code == 0, res.output
+        out[name] = dest
+    return out

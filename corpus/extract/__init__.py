@@ -1,0 +1,1 @@
+"""Math-aware HTML/WARC → text extraction (issue 12): reader, math → LaTeX, main content, stage."""

@@ -1,0 +1,352 @@
+"""DOM math → LaTeX: every formula on a page becomes one ``<mc-math>`` element.
+
+Owns :func:`replace_math` and :data:`MATH_TAG`. It runs on an lxml.html tree before scripts
+are removed and before main-content pruning, and rewrites each formula, whatever its markup,
+into ``<mc-math data-display="0|1">LATEX</mc-math>`` (text only, original tail kept), removing
+the rendered duplicates (KaTeX HTML spans, MathJax v2 previews and frames, Wikipedia fallback
+images) so each formula is written once. Markups, in processing order (outer wrappers first):
+
+- ``wikipedia``: ``span.mwe-math-element`` (TeX annotation or alttext; ``{\\displaystyle …}``
+  unwrapped; the fallback image goes with it);
+- ``data_tex``: elements carrying the source in ``data-math``/``data-latex``/``data-tex``/
+  ``data-entry`` (Gemini/ChatGPT KaTeX, Temml's ``hurmet-tex``);
+- ``katex``: ``.katex-display``/``.katex`` with the ``application/x-tex`` annotation;
+- ``mathjax3``: ``mjx-container`` (v3/v4) from ``data-latex``, assistive MathML, or the CHTML
+  ``mjx-*`` tree itself (``mjx_to_mathml``), or SVG glyph groups (``svg_to_mathml``);
+- ``mathjax2`` / ``asciimath``: ``<script type="math/tex…">`` (any parameters; ``mode=display``),
+  ``math/asciimath``, ``math/mml``, with ``.MathJax_Preview`` and rendered frames removed;
+- ``mathml``: remaining ``<math>`` (annotation, else ``alttext``, else converted);
+- ``latex_img``: images whose URL (latex.php, codecogs, mimetex/mathtex, chart API ``cht=tx``,
+  a path segment holding TeX) or ``alt`` (class ``latex``/``tex``/``math``/equation-ish alt)
+  carries TeX.
+
+Raw TeX in text nodes is left to :func:`corpus.extract.tex.finalize_text`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from lxml import etree
+from lxml import html as lhtml
+
+from corpus.extract.asciimath import asciimath_to_latex
+from corpus.extract.mathml import mathml_to_latex, mjx_to_mathml, svg_to_mathml, tex_annotation
+from corpus.extract.tex import TexDelimiters
+
+__all__ = ["MATH_TAG", "replace_math", "has_math_signal", "unwrap_displaystyle"]
+
+MATH_TAG = "mc-math"
+
+
+def _cls(name: str) -> str:
+    return f"contains(concat(' ', normalize-space(@class), ' '), ' {name} ')"
+
+
+# One cheap query decides whether any DOM math work is needed at all.
+_SIGNAL = etree.XPath(
+    "//*[local-name()='math'] | //mjx-container | //script[starts-with(@type,'math/')]"
+    " | //*[@data-math or @data-latex or @data-tex or @data-entry]"
+    f" | //span[{_cls('katex')}] | //span[{_cls('mwe-math-element')}] | //img"
+)
+_WIKI = etree.XPath(f"//span[{_cls('mwe-math-element')}]")
+_DATA_TEX = etree.XPath(
+    "//*[@data-math or @data-latex or @data-tex or "
+    f"(@data-entry and {_cls('hurmet-tex')})][not(self::script)][not(self::img)]"
+    "[not(starts-with(local-name(), 'mjx-'))][not(ancestor-or-self::*[local-name()='math'])]"
+)
+_KATEX = etree.XPath(f"//*[{_cls('katex-display')} or {_cls('katex')}]")
+_MJX = etree.XPath("//mjx-container")
+_MJ2_SCRIPT = etree.XPath("//script[starts-with(translate(@type,'MATH','math'),'math/')]")
+_MJ2_RENDERED = etree.XPath(
+    f"//*[{_cls('MathJax_Preview')} or {_cls('MathJax')} or {_cls('MathJax_Display')}"
+    f" or {_cls('MathJax_SVG')} or {_cls('MathJax_SVG_Display')} or {_cls('MathJax_CHTML')}"
+    f" or {_cls('MJXc-display')} or {_cls('MathJax_MathML')} or {_cls('MJX_Assistive_MathML')}"
+    f" or {_cls('MathJax_PHTML')} or {_cls('MathJax_MathContainer')}][not(self::mjx-container)]"
+)
+_MATHML = etree.XPath("//*[local-name()='math']")
+_IMG = etree.XPath("//img")
+
+_DISPLAYSTYLE = re.compile(r"^\{\\displaystyle\s*(.*)\}$", re.S)
+_TEX_URL = re.compile(
+    r"latex\.php|codecogs\.com|/mimetex|/mathtex|cgi-bin/mimetex|chart\.apis\.google\.com/chart"
+    r"|chart\.googleapis\.com/chart|/latex\?|\.latex\?|latex\.(?:artofproblemsolving|wikimedia)"
+    r"|/math/render|tex\.cgi|forkosh|quicklatex|wp\.com/latex", re.I)
+_TEXISH = re.compile(r"\\[A-Za-z]+|[_^]\{|[_^][A-Za-z0-9]|\\[{}\[\](),;!]")
+_IMG_CLASS = re.compile(r"\b(latex|tex|math|equation|formula|ql-img-inline-formula|mwe-math)\b", re.I)
+
+
+def unwrap_displaystyle(tex: str) -> str:
+    """``{\\displaystyle x^2}`` → ``x^2`` (Wikipedia's annotation wrapper)."""
+    tex = tex.strip()
+    m = _DISPLAYSTYLE.match(tex)
+    if m and _balanced(m.group(1)):
+        return m.group(1).strip()
+    return tex
+
+
+def _balanced(s: str) -> bool:
+    depth = 0
+    prev = ""
+    for ch in s:
+        if prev != "\\":
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth < 0:
+                    return False
+        prev = ch if prev != "\\" else ""
+    return depth == 0
+
+
+def has_math_signal(root: lhtml.HtmlElement) -> bool:
+    """True when the tree holds an element that may be a formula (one XPath query)."""
+    return bool(_SIGNAL(root))
+
+
+def _replace(el: etree._Element, latex: str, display: bool) -> etree._Element:
+    """Put <mc-math> in el's place, keeping el's tail."""
+    new = etree.Element(MATH_TAG)
+    new.set("data-display", "1" if display else "0")
+    new.text = latex.strip()
+    new.tail = el.tail
+    parent = el.getparent()
+    if parent is None:
+        return new
+    parent.replace(el, new)
+    return new
+
+
+def _remove(el: etree._Element) -> None:
+    """Remove el but keep its tail text attached to the previous node."""
+    parent = el.getparent()
+    if parent is None:
+        return
+    tail = el.tail
+    if tail:
+        prev = el.getprevious()
+        if prev is not None:
+            prev.tail = (prev.tail or "") + tail
+        else:
+            parent.text = (parent.text or "") + tail
+    parent.remove(el)
+
+
+def _attached(el: etree._Element, root: etree._Element) -> bool:
+    top = el
+    for anc in el.iterancestors():
+        if anc.tag == MATH_TAG:
+            return False
+        top = anc
+    return top is root
+
+
+def _is_block_alone(el: etree._Element) -> bool:
+    """The element is the only content of its parent block (no sibling text)."""
+    parent = el.getparent()
+    if parent is None:
+        return False
+    if (parent.text or "").strip() or (el.tail or "").strip(" \t\n.,;:"):
+        return False
+    for sib in parent:
+        if sib is el or not isinstance(sib.tag, str):
+            continue
+        if (sib.tail or "").strip() or "".join(sib.itertext()).strip() or sib.tag in ("img",):
+            return False
+    return parent.tag in ("p", "div", "center", "dd", "td", "figure", "li", "section", "article",
+                          "body", "main")
+
+
+def _math_display(math: etree._Element) -> bool:
+    return (math.get("display") or "").lower() == "block" or math.get("mode") == "display"
+
+
+def _math_latex(math: etree._Element) -> str:
+    tex = tex_annotation(math)
+    if tex:
+        return tex
+    alt = (math.get("alttext") or "").strip()
+    if alt:
+        return alt
+    return mathml_to_latex(math)
+
+
+def replace_math(root: lhtml.HtmlElement, delims: TexDelimiters) -> Counter[str]:
+    """Rewrite every DOM formula as one ``<mc-math data-display="0|1">LATEX</mc-math>``.
+
+    Returns counts by markup (``wikipedia``, ``data_tex``, ``katex``, ``mathjax3``,
+    ``mathjax2``, ``asciimath``, ``mathml``, ``latex_img``); ``unrecoverable`` counts
+    rendered formulas that carry no source text (e.g. MathJax SVG without assistive MathML),
+    which are removed. `delims` is accepted for symmetry with the text pass (DOM markup does
+    not depend on it).
+    """
+    counts: Counter[str] = Counter()
+    if not _SIGNAL(root):
+        return counts
+
+    for el in _WIKI(root):
+        if not _attached(el, root):
+            continue
+        maths = el.xpath(".//*[local-name()='math']")
+        latex = _math_latex(maths[0]) if maths else ""
+        if not latex:
+            imgs = el.xpath(".//img[@alt]")
+            latex = imgs[0].get("alt", "") if imgs else ""
+        display = bool(el.xpath(f".//*[{_cls('mwe-math-mathml-display')} or {_cls('mwe-math-fallback-image-display')}]")) \
+            or bool(maths and _math_display(maths[0])) \
+            or (_is_block_alone(el) and el.getparent().tag == "dd")  # ":" indented equation
+        latex = unwrap_displaystyle(latex)
+        if latex:
+            _replace(el, latex, display)
+            counts["wikipedia"] += 1
+
+    for el in _MJX(root):
+        if not _attached(el, root):
+            continue
+        display = (el.get("display") or "").lower() in ("true", "block")
+        latex = el.get("data-latex") or ""
+        if not latex:  # MathJax v4 keeps the source on <mjx-math data-latex>
+            for mm in el.iter("mjx-math"):
+                latex = mm.get("data-latex") or ""
+                break
+        if not latex:
+            maths = el.xpath(".//*[local-name()='math']")
+            if maths:
+                m0 = maths[0]
+                latex = m0.get("data-latex") or _math_latex(m0)
+                display = display or _math_display(m0)
+        if not latex:
+            mm = mjx_to_mathml(el)
+            if mm is None:
+                mm = svg_to_mathml(el)
+            if mm is not None:
+                latex = mathml_to_latex(mm)
+        if latex:
+            _replace(el, latex, display)
+            counts["mathjax3"] += 1
+        else:
+            _remove(el)
+            counts["unrecoverable"] += 1
+
+    for el in _DATA_TEX(root):
+        if not _attached(el, root):
+            continue
+        latex = el.get("data-math") or el.get("data-latex") or el.get("data-tex") or el.get("data-entry") or ""
+        if not latex.strip():
+            continue
+        cls = el.get("class") or ""
+        display = bool(re.search(r"block|display", cls)) or el.get("data-display") in ("true", "block", "1")
+        maths = el.xpath(".//*[local-name()='math']")
+        if maths and _math_display(maths[0]):
+            display = True
+        if el.tag == "mjx-container":
+            display = (el.get("display") or "").lower() in ("true", "block")
+        _replace(el, unwrap_displaystyle(latex), display)
+        counts["data_tex"] += 1
+
+    for el in _KATEX(root):
+        if not _attached(el, root):
+            continue
+        cls = " " + (el.get("class") or "") + " "
+        if " katex " not in cls and " katex-display " not in cls:
+            continue
+        display = " katex-display " in cls
+        if not display:
+            par = el.getparent()
+            if par is not None and " katex-display " in " " + (par.get("class") or "") + " ":
+                continue  # handled with its wrapper
+        tex = None
+        for math in el.xpath(".//*[local-name()='math']"):
+            tex = tex_annotation(math) or (math.get("alttext") or "").strip() or mathml_to_latex(math)
+            if tex:
+                break
+        if tex:
+            _replace(el, tex, display)
+            counts["katex"] += 1
+        elif el.xpath(f".//*[{_cls('katex-html')}]"):
+            _remove(el)
+            counts["unrecoverable"] += 1
+
+    scripts = _MJ2_SCRIPT(root)
+    if scripts:
+        for el in _MJ2_RENDERED(root):
+            if _attached(el, root):
+                _remove(el)
+        for el in scripts:
+            typ = (el.get("type") or "").lower()
+            body = (el.text or "").strip()
+            display = "mode=display" in typ.replace(" ", "")
+            if typ.startswith("math/tex") or typ.startswith("math/latex"):
+                key, latex = "mathjax2", body
+            elif typ.startswith("math/asciimath"):
+                key, latex = "asciimath", asciimath_to_latex(body) if body else ""
+            elif typ.startswith("math/mml"):
+                key, latex = "mathjax2", mathml_to_latex(body) if body else ""
+                display = display or 'display="block"' in body
+            else:
+                continue
+            if latex:
+                _replace(el, latex, display)
+                counts[key] += 1
+            else:
+                _remove(el)
+
+    for math in _MATHML(root):
+        if not _attached(math, root):
+            continue
+        latex = _math_latex(math)
+        if latex:
+            _replace(math, unwrap_displaystyle(latex), _math_display(math))
+            counts["mathml"] += 1
+        else:
+            _remove(math)
+
+    for img in _IMG(root):
+        latex = _img_latex(img)
+        if latex:
+            cls = img.get("class") or ""
+            display = "display" in cls or "aligncenter" in cls or _is_block_alone(img) \
+                or "\\displaystyle" in latex[:20]
+            _replace(img, latex, display)
+            counts["latex_img"] += 1
+    return counts
+
+
+def _img_latex(img: etree._Element) -> str:
+    src = img.get("src") or img.get("data-src") or ""
+    alt = (img.get("alt") or "").strip()
+    cls = img.get("class") or ""
+    if src and _TEX_URL.search(src):
+        parts = urlsplit(src)
+        q = parse_qs(parts.query, keep_blank_values=True)
+        for key in ("latex", "chl", "tex", "formula", "eq"):
+            if q.get(key):
+                return q[key][0].strip()
+        if parts.query and "=" not in parts.query.split("&")[0]:
+            return unquote(parts.query.split("&")[0]).strip()
+        if "codecogs" in src and parts.query:
+            return unquote(parts.query).strip()
+        if alt and _TEXISH.search(alt):
+            return alt
+    if src and "%5C" in src.upper():
+        seg = unquote(urlsplit(src).path.rsplit("/", 1)[-1])
+        if _TEXISH.search(seg):
+            return seg.strip()
+    if alt and (_IMG_CLASS.search(cls) or _TEX_URL.search(src)) and (_TEXISH.search(alt) or "latex" in cls.lower()):
+        return _strip_dollars(alt)
+    if alt and _TEXISH.search(alt) and re.search(r"\\(frac|sum|int|sqrt|begin|operatorname|alpha|beta|"
+                                                 r"mathbb|mathrm|left|cdot|le|ge|pi|theta|infty)\b", alt):
+        return _strip_dollars(alt)
+    return ""
+
+
+def _strip_dollars(tex: str) -> str:
+    tex = tex.strip()
+    for a, b in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if tex.startswith(a) and tex.endswith(b) and len(tex) > len(a) + len(b):
+            return tex[len(a):-len(b)].strip()
+    return tex
+
