@@ -39,9 +39,11 @@ bench: $(VENV)/.dev
 	$(PY) bench/export.py
 	$(PY) bench/synth.py answers --workers 2
 	$(PY) bench/faults.py
+	$(PY) bench/extract_speed.py
 
 sample:
 	$(PY) demo/build_sample.py
+	$(PY) demo/build_warc.py
 
 clean:
 	rm -rf $(DEMO_OUT) bench/out tests/artifacts

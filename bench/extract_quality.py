@@ -21,7 +21,8 @@ Scoring, the same for every system:
 
     .venv/bin/python bench/extract_quality.py [--json out.json] [--systems ours,trafilatura,...]
     # magic-html (optional): pip install --target /tmp/math/pylib --no-deps --ignore-requires-python \\
-    #   magic-html py_asciimath lark lxml_html_clean ; MAGIC_HTML_PATH=/tmp/math/pylib
+    #   magic-html py_asciimath lark lxml_html_clean tabulate ; MAGIC_HTML_PATH=/tmp/math/pylib
+    # OpenWebMath (optional): its text_extraction folder from keirp/OpenWebMath in OWM_PATH
 """
 
 from __future__ import annotations
@@ -66,17 +67,27 @@ _DROP_CMDS = re.compile(r"\\(displaystyle|textstyle|scriptstyle|left|right|big|B
                         r"biggl|biggr|middle|limits|nolimits|,|;|:|!|quad|qquad)(?![A-Za-z])|~")
 
 
+_XML = None
+
+
 @functools.lru_cache(maxsize=65536)
 def tokens(latex: str) -> tuple[str, ...]:
     """Rendered tokens of a formula: latex2mathml's leaf texts, NFKC-normalized, spacing dropped."""
     import latex2mathml.converter
     from lxml import etree
 
-    src = _DROP_CMDS.sub(" ", latex)
+    global _XML
+    if _XML is None:
+        _XML = etree.XMLParser(recover=True, resolve_entities=False, no_network=True)
+
+    src = re.sub(r"\\(left|right|bigl|bigr|Bigl|Bigr)\.", " ", latex)  # invisible fences
+    src = src.replace(r"\genfrac{}{}{0pt}{}", r"\binom")
+    src = _DROP_CMDS.sub(" ", src)
     src = re.sub(r"\\[dt]frac", r"\\frac", src)
     src = re.sub(r"\\operatorname\{(\w+)\}", r"\\mathrm{\1}", src)
+    src = re.sub(r"(?<!\\)&", " ", src)  # alignment points are layout, not content
     try:
-        root = etree.fromstring(latex2mathml.converter.convert(src).encode())
+        root = etree.fromstring(latex2mathml.converter.convert(src).encode(), _XML)
         leaves = [(el.text or "") for el in root.iter() if len(el) == 0 and (el.text or "").strip()]
     except Exception:  # noqa: BLE001 - latex2mathml raises many types; fall back to characters
         leaves = re.findall(r"\\[A-Za-z]+|\S", src)
@@ -214,36 +225,74 @@ def sys_magic_html(html: bytes, url: str | None) -> str:
     body = res.get("html") or ""
     if not body.strip():
         return ""
-    root = lxml.html.fromstring(body)
-    blocks = []
-    for el in root.iter("p", "h1", "h2", "h3", "h4", "li", "pre", "td", "dd", "div"):
-        if el.tag == "div" and el.find("p") is not None:
-            continue
-        t = " ".join(el.text_content().split())
-        if t:
-            blocks.append(t)
-    return "\n\n".join(dict.fromkeys(blocks))
+    return html_blocks_text(lxml.html.fromstring(body))
+
+
+_BLOCKS = frozenset("p div h1 h2 h3 h4 h5 h6 li pre td th dd dt blockquote tr table ul ol section article".split())
+
+
+def html_blocks_text(root) -> str:
+    """Text of an HTML tree with a blank line at every block boundary (no nested duplicates)."""
+    out: list[str] = []
+
+    def walk(el) -> None:
+        block = el.tag in _BLOCKS
+        if block:
+            out.append("\n\n")
+        if el.text:
+            out.append(el.text)
+        for child in el:
+            if isinstance(child.tag, str):
+                walk(child)
+            if child.tail:
+                out.append(child.tail)
+        if block:
+            out.append("\n\n")
+
+    walk(root)
+    text = re.sub(r"[ \t]+", " ", "".join(out))
+    return re.sub(r"\s*\n\s*\n\s*", "\n\n", text).strip()
+
+
+_OWM_CONFIG = {  # the majority values of OpenWebMath's extract_from_cc/configs/randomized_all.yaml
+    "markdown_headings": True, "markdown_code": True,
+    "boilerplate_config": {"ratio_threshold": 0.18, "absolute_threshold": 10, "end_threshold": 15, "enable": True},
+    "remove_buttons": True, "remove_image_figures": True, "remove_link_clusters": True,
+    "table_config": {"min_rows": 2, "min_cols": 3, "format": "plain"}, "remove_chinese": True,
+    "remove_edit_buttons": True, "extract_latex": True}
+
+
+def sys_openwebmath(html: bytes, url: str | None) -> str:
+    """OpenWebMath's extractor (keirp/OpenWebMath text_extraction) from OWM_PATH, if present."""
+    for p in (os.environ.get("OWM_PATH", "/tmp/math/owm/text_extraction"),
+              os.environ.get("MAGIC_HTML_PATH", "/tmp/math/pylib")):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    from text_extract.extract import extract_text
+
+    return extract_text(html.decode("utf-8", "replace"), _OWM_CONFIG) or ""
 
 
 SYSTEMS = {"ours": sys_ours, "trafilatura": sys_trafilatura, "resiliparse": sys_resiliparse,
-           "resiliparse_main": sys_resiliparse_main, "magic_html": sys_magic_html}
+           "resiliparse_main": sys_resiliparse_main, "magic_html": sys_magic_html,
+           "openwebmath": sys_openwebmath}
 
 
 def run(systems: list[str], pages: list[dict]) -> dict:
     results: dict[str, dict] = {}
     for name in systems:
         fn = SYSTEMS[name]
-        per_page = {}
-        t0 = time.perf_counter()
+        htmls = [Path(page["path"]).read_bytes() for page in pages]
         try:
-            for page in pages:
-                html = Path(page["path"]).read_bytes()
-                out = fn(html, None)
-                per_page[page["name"]] = score_page(page, out) | {"markup": page["markup"]}
+            fn(htmls[0], None)  # imports and lazy set-up are not timed
+            t0 = time.perf_counter()
+            outs = [fn(html, None) for html in htmls]
+            seconds = time.perf_counter() - t0
         except Exception as exc:  # noqa: BLE001 - a peer that does not run is reported, not fatal
             results[name] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
             continue
-        results[name] = {"pages": per_page, "seconds": time.perf_counter() - t0}
+        per_page = {page["name"]: score_page(page, out) | {"markup": page["markup"]} for page, out in zip(pages, outs)}
+        results[name] = {"pages": per_page, "seconds": seconds}
     return results
 
 
@@ -281,11 +330,11 @@ def main() -> None:
     summaries = {n: summarize(r) for n, r in results.items() if "error" not in r}
     markups = sorted({m for s in summaries.values() for m in s["per_markup"]})
     print("| system | formula recovery | duplicated | main text kept | boilerplate leaked | literal-dollar pages | "
-          + " | ".join(markups) + " |")
-    print("|---" * (6 + len(markups)) + "|")
+          "pages/s | " + " | ".join(markups) + " |")
+    print("|---" * (7 + len(markups)) + "|")
     for n, s in summaries.items():
         print(f"| {n} | {s['recovery']:.3f} | {s['duplicated']:.3f} | {s['main_kept']:.3f} | "
-              f"{s['boiler_leaked']:.3f} | {s['literal_pages']} | "
+              f"{s['boiler_leaked']:.3f} | {s['literal_pages']} | {s['pages_per_s']:.0f} | "
               + " | ".join(f"{s['per_markup'].get(m, float('nan')):.2f}" for m in markups) + " |")
     for n, r in results.items():
         if "error" in r:

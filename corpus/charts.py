@@ -37,21 +37,24 @@ code { font-size: 12.5px; background: var(--panel); padding: 0 3px; border-radiu
 table { border-collapse: collapse; margin: 4px 0 8px; }
 th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
 th { background: var(--panel); font-weight: 600; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { white-space: nowrap; }
 tr.total td { font-weight: 600; border-top: 2px solid var(--fg); }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 4px 40px; }
-.card { min-width: 0; }
+.card { min-width: 0; overflow-x: auto; }
 svg { display: block; max-width: 100%; height: auto; }
 svg text { font: 12px system-ui, sans-serif; fill: var(--fg); }
 svg text.val { fill: var(--muted); font-variant-numeric: tabular-nums; }
 svg .axis { stroke: var(--muted); stroke-width: 1; }
 svg .track { fill: var(--track); }
 .legend { font-size: 12px; margin: 2px 0 6px; }
-.legend span.sw { display: inline-block; width: 10px; height: 10px; margin: 0 4px 0 12px; vertical-align: middle;
+.legend .it { display: inline-block; white-space: nowrap; margin-right: 14px; }
+.legend span.sw { display: inline-block; width: 10px; height: 10px; margin-right: 4px; vertical-align: middle;
                   border-radius: 2px; }
-.legend span.sw:first-child { margin-left: 0; }
 .links a { margin-right: 10px; white-space: nowrap; }
-.tag { border-radius: 10px; padding: 0 8px; font-size: 12px; border: 1px solid var(--line); color: var(--muted); }
+.tag { border-radius: 10px; padding: 0 8px; font-size: 12px; border: 1px solid var(--line); color: var(--muted);
+       white-space: nowrap; }
+#stages-table th { white-space: nowrap; }
 footer { color: var(--muted); font-size: 12px; padding: 16px 28px; border-top: 1px solid var(--line); }
 """
 
@@ -87,12 +90,18 @@ def colors(names: Sequence[str]) -> dict[str, str]:
 
 def legend(items: Mapping[str, str], cls: str = "") -> str:
     """A row of colour swatches with labels (HTML, above or below a chart)."""
-    spans = "".join(f'<span class="sw" style="background:{c}"></span>{e(n)}' for n, c in items.items())
+    spans = "".join(f'<span class="it"><span class="sw" style="background:{c}"></span>{e(n)}</span>'
+                    for n, c in items.items())
     return f'<div class="legend muted {cls}">{spans}</div>'
 
 
 def _label_width(labels: Sequence[str]) -> int:
     return max(60, min(260, 7 * max((len(s) for s in labels), default=4) + 14))
+
+
+def _text_room(texts: Sequence[str], px_per_char: float = 6.6) -> int:
+    """Room right of the longest bar for its value label (12 px system font)."""
+    return int(min(360, max(60, px_per_char * max((len(t) for t in texts), default=4) + 16)))
 
 
 def _w(value: float, peak: float, width: float) -> float:
@@ -107,7 +116,8 @@ def hbar_chart(chart_id: str, rows: Sequence[tuple[str, float]], *, value_text: 
     """One horizontal bar per row: ``(label, value)``; bars carry class ``bar``."""
     labels = [r[0] for r in rows]
     left = _label_width(labels)
-    plot = width - left - 110
+    texts = list(value_text) if value_text else [fmt_num(v) for _, v in rows]
+    plot = width - left - _text_room(texts)
     peak = max((v for _, v in rows), default=0)
     h = row_h * len(rows) + 8
     parts = [f'<svg id="{e(chart_id)}" class="chart" role="img" aria-label="{e(aria)}" width="{width}" '
@@ -115,7 +125,7 @@ def hbar_chart(chart_id: str, rows: Sequence[tuple[str, float]], *, value_text: 
     for i, (label, v) in enumerate(rows):
         y = 4 + i * row_h
         bw = _w(v, peak, plot)
-        txt = value_text[i] if value_text else fmt_num(v)
+        txt = texts[i]
         parts.append(f'<text x="{left - 8}" y="{y + row_h / 2 + 4:.1f}" text-anchor="end">{e(label)}</text>'
                      f'<rect class="track" x="{left}" y="{y + 3}" width="{plot}" height="{row_h - 8}" rx="2"/>'
                      f'<rect class="bar" data-label="{e(label)}" data-value="{v}" x="{left}" y="{y + 3}" '
@@ -135,7 +145,8 @@ def funnel_chart(chart_id: str, rows: Sequence[tuple[str, int, int, int]], *, wi
     """
     labels = [r[0] for r in rows]
     left = _label_width(labels)
-    plot = width - left - 150
+    texts = [f"{fmt_int(kept)} kept · {fmt_int(removed)} removed" for _, _, kept, removed in rows]
+    plot = width - left - _text_room(texts)
     peak = max((r[1] for r in rows), default=0)
     h = row_h * len(rows) + 8
     parts = [f'<svg id="{e(chart_id)}" class="chart" role="img" aria-label="documents in, kept and removed per '
@@ -153,7 +164,7 @@ def funnel_chart(chart_id: str, rows: Sequence[tuple[str, int, int, int]], *, wi
                      f'y="{y + 4}" width="{rw:.1f}" height="{bh}" fill="var(--bar2)"><title>{e(label)}: '
                      f'{fmt_int(removed)} removed</title></rect>'
                      f'<text class="val" x="{left + kw + rw + 6:.1f}" y="{y + row_h / 2 + 3:.1f}">'
-                     f'{fmt_int(kept)} kept · {fmt_int(removed)} removed</text>')
+                     f'{e(texts[i])}</text>')
     parts.append(f'<line class="axis" x1="{left}" x2="{left}" y1="0" y2="{h}"/></svg>')
     return "".join(parts)
 
@@ -191,7 +202,8 @@ def paired_chart(chart_id: str, rows: Sequence[tuple[str, float, float]], series
     """Two bars per row on one scale: ``(label, a, b)``; classes ``bar-a`` and ``bar-b``."""
     labels = [r[0] for r in rows]
     left = _label_width(labels)
-    plot = width - left - 120
+    texts = list(value_text) if value_text else [(fmt_num(a), fmt_num(b)) for _, a, b in rows]
+    plot = width - left - _text_room([t for pair in texts for t in pair], px_per_char=5.9)
     peak = max((max(a, b) for _, a, b in rows), default=0)
     h = row_h * len(rows) + 8
     bh = (row_h - 10) / 2
@@ -199,7 +211,7 @@ def paired_chart(chart_id: str, rows: Sequence[tuple[str, float, float]], series
              f'height="{h}" viewBox="0 0 {width} {h}" data-drawn="true">']
     for i, (label, a, b) in enumerate(rows):
         y = 4 + i * row_h
-        ta, tb = value_text[i] if value_text else (fmt_num(a), fmt_num(b))
+        ta, tb = texts[i]
         parts.append(f'<text x="{left - 8}" y="{y + row_h / 2 + 3:.1f}" text-anchor="end">{e(label)}</text>')
         for k, (cls, v, t, col) in enumerate((("bar-a", a, ta, "var(--bar)"), ("bar-b", b, tb, "var(--bar2)"))):
             by = y + 4 + k * (bh + 1)

@@ -302,9 +302,10 @@ class AtomicWriter:
             self.file.close()
             self._fs.invalidate_cache(self._p)
             return
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
+        if not self.file.closed:  # a writer may have closed it already
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
@@ -431,3 +432,20 @@ def local_dir_for_writing(path: str, last: tuple[str, ...] = ()) -> Iterator[str
             fs.put_file(f, f"{p}/{rel}")
         fs.invalidate_cache(p)
         _DIR_CACHE.pop(path.rstrip("/"), None)
+
+
+_FILE_CACHE: dict[str, str] = {}
+
+
+def local_file(path: str) -> str:
+    """A local path holding the file ``path``: itself, or a per-process download of a URL (models
+    that a library loads from a file name, such as fastText)."""
+    if not is_remote(path):
+        return path
+    if path not in _FILE_CACHE or not os.path.isfile(_FILE_CACHE[path]):
+        fs, p = url_to_fs(path)
+        d = tempfile.mkdtemp(prefix="mathcorpus-file-")
+        local = os.path.join(d, posixpath.basename(p.rstrip("/")) or "file")
+        fs.get_file(p, local)
+        _FILE_CACHE[path] = local
+    return _FILE_CACHE[path]

@@ -26,6 +26,7 @@ from typing import Any
 import click
 
 from corpus import __version__
+from corpus import fs as cfs
 from corpus.cli import emit, json_option, runner_options, summary_line
 from corpus.config import StageConfig, closest, load_config_file
 from corpus.errors import ConfigError, FatalError
@@ -142,7 +143,7 @@ def load_pipeline(path: str, *, workdir: str | None = None, executor_overrides: 
         label = str(raw.get("name") or raw.get("stage") or f"step{i}")
         if label in by_label:
             raise ConfigError(f"{where}: duplicate stage label '{label}'; give each stage a unique 'name'")
-        out = os.path.join(wd, f"{i:02d}-{label}")
+        out = cfs.join(wd, f"{i:02d}-{label}")
         subst = {"workdir": wd, "output": out}
         if "run" in raw:
             argv = raw["run"]
@@ -190,7 +191,7 @@ def load_pipeline(path: str, *, workdir: str | None = None, executor_overrides: 
 
 
 def _run_command_step(step: StepSpec) -> dict[str, Any]:
-    if step.creates and os.path.exists(step.creates):
+    if step.creates and cfs.exists(step.creates):
         return {"label": step.label, "skipped": True, "creates": step.creates}
     from corpus.cli import main
 
@@ -202,15 +203,15 @@ def _run_command_step(step: StepSpec) -> dict[str, Any]:
     except click.exceptions.Exit as exc:
         if exc.exit_code:
             raise FatalError(f"step '{step.label}' ({' '.join(step.argv)}) exited with {exc.exit_code}") from exc
-    if step.creates and not os.path.exists(step.creates):
+    if step.creates and not cfs.exists(step.creates):
         raise FatalError(f"step '{step.label}' finished but did not create {step.creates}")
     return {"label": step.label, "seconds": round(time.monotonic() - t0, 3), "creates": step.creates}
 
 
 def run_pipeline(pipe: Pipeline, echo: bool = True) -> dict[str, Any]:
     """Run every step in order (local or Ray), skipping finished ones; returns the run report."""
-    os.makedirs(pipe.workdir, exist_ok=True)
-    atomic_write_json(os.path.join(pipe.workdir, "pipeline.json"), pipe.describe())
+    cfs.makedirs(pipe.workdir)
+    atomic_write_json(cfs.join(pipe.workdir, "pipeline.json"), pipe.describe())
     if pipe.options.executor == "slurm":
         return submit_pipeline(pipe, echo)
     results: list[dict[str, Any]] = []
@@ -248,7 +249,7 @@ def submit_pipeline(pipe: Pipeline, echo: bool = True) -> dict[str, Any]:
     plans = []
     for step in pipe.steps:
         if step.kind == "command":
-            if step.creates and os.path.exists(step.creates):
+            if step.creates and cfs.exists(step.creates):
                 continue
             raise ConfigError(f"step '{step.label}' is a command step; run it once locally before submitting "
                               f"to Slurm (it must create {step.creates})")
@@ -274,15 +275,13 @@ def submit_pipeline(pipe: Pipeline, echo: bool = True) -> dict[str, Any]:
             summary = _read_json(stage_summary_path(step.output)) or {}
             results.append({"kind": "stage", "label": step.label, "stage": step.stage_name, **summary})
     report = build_report(pipe, results)
-    atomic_write_json(os.path.join(pipe.workdir, "report.json"), report)
-    Path(pipe.workdir, "report.html").write_text(render_report_html(report), encoding="utf-8")
+    write_report(report, pipe.workdir)
     return report
 
 
 def _read_json(path: str) -> dict[str, Any] | None:
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+    if cfs.exists(path):
+        return cfs.read_json(path)
     return None
 
 
@@ -294,9 +293,9 @@ def pipeline_status(workdir: str) -> dict[str, Any]:
     """
     from corpus import slurm
 
-    desc = _read_json(os.path.join(workdir, "pipeline.json"))
+    desc = _read_json(cfs.join(workdir, "pipeline.json"))
     if desc is None:
-        cfg = _read_json(os.path.join(workdir, "_run", "config.json"))
+        cfg = _read_json(cfs.join(workdir, "_run", "config.json"))
         if cfg is None:
             raise ConfigError(f"{workdir}: neither a pipeline workdir (pipeline.json) nor a stage output folder "
                               "(_run/config.json)")
@@ -309,15 +308,14 @@ def pipeline_status(workdir: str) -> dict[str, Any]:
     for st in desc["steps"]:
         row: dict[str, Any] = {"label": st["label"], "kind": st["kind"], "output": st["output"]}
         if st["kind"] == "command":
-            row["state"] = "complete" if st.get("creates") and os.path.exists(st["creates"]) else "pending"
+            row["state"] = "complete" if st.get("creates") and cfs.exists(st["creates"]) else "pending"
         elif is_complete(st["output"]):
             s = _read_json(stage_summary_path(st["output"])) or {}
             row.update(state="complete", docs_in=s.get("docs_in"), kept=s.get("kept"), removed=s.get("removed"))
-        elif os.path.exists(os.path.join(st["output"], "_run", "config.json")):
-            cfg = _read_json(os.path.join(st["output"], "_run", "config.json")) or {}
+        elif cfs.exists(cfs.join(st["output"], "_run", "config.json")):
+            cfg = _read_json(cfs.join(st["output"], "_run", "config.json")) or {}
             tasks = cfg.get("fingerprint", {}).get("tasks")
-            comp = Path(st["output"], "_logs", "map", "completions")
-            done = len(list(comp.iterdir())) if comp.is_dir() else 0
+            done = len(cfs.listdir(cfs.join(st["output"], "_logs", "map", "completions")))
             row.update(state="partial", tasks_done=done, tasks=tasks)
         else:
             row["state"] = "pending"

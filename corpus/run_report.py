@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from corpus import __version__
 from corpus import charts as ch
+from corpus import fs as cfs
 from corpus.charts import e, fmt_int, fmt_num, fmt_seconds
 from corpus.shards import atomic_write_bytes, atomic_write_json
 
@@ -42,14 +43,19 @@ _STAGE_KEYS = ("label", "stage", "docs_in", "bytes_in", "kept", "removed", "remo
 
 
 def _read_json(path: str) -> dict[str, Any] | None:
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+    if cfs.exists(path):
+        return cfs.read_json(path)
     return None
 
 
 def _link(title: str, path: str, workdir: str) -> dict[str, str]:
-    """A link from WORKDIR/report.html: relative inside the workdir (the folder can move), else file://."""
+    """A link from WORKDIR/report.html: relative inside the workdir (the folder can move), else file://
+    (a URL on object storage stays the URL)."""
+    if cfs.is_remote(path) or cfs.is_remote(workdir):
+        href = path
+        if cfs.is_remote(path) and cfs.is_remote(workdir) and cfs.inside(path, workdir):
+            href = path.rstrip("/")[len(workdir.rstrip("/")) + 1:]
+        return {"title": title, "path": path, "href": href}
     ap = os.path.abspath(path)
     wd = os.path.abspath(workdir)
     href = os.path.relpath(ap, wd) if ap == wd or ap.startswith(wd + os.sep) else Path(ap).as_uri()
@@ -59,7 +65,7 @@ def _link(title: str, path: str, workdir: str) -> dict[str, str]:
 
 
 def _has_files(folder: str | None) -> bool:
-    return bool(folder) and os.path.isdir(folder) and any(os.scandir(folder))  # type: ignore[arg-type]
+    return bool(folder) and bool(cfs.listdir(folder))  # type: ignore[arg-type]
 
 
 def _contamination(label: str, found: dict[str, Any], rep: dict[str, Any]) -> dict[str, Any]:
@@ -101,16 +107,22 @@ def build_report(pipe: Pipeline, results: list[dict[str, Any]]) -> dict[str, Any
     contaminations: list[dict[str, Any]] = []
     exports: list[dict[str, Any]] = []
     contamination = manifest = None
+    # what each shard stage reads, to say where a stage takes in documents from outside the chain
+    inputs = {st.label: list(st.inputs) for st in getattr(pipe, "steps", []) if st.kind == "stage"}
+    prev_output: str | None = None
     for r in results:
         if r["kind"] != "stage":
             row = {"label": r["label"], "kind": "command", "creates": r.get("creates"),
                    "skipped": r.get("skipped", False), "seconds": r.get("seconds"), "links": []}
-            if r.get("creates") and os.path.exists(r["creates"]):
+            if r.get("creates") and cfs.exists(r["creates"]):
                 row["links"].append(_link("created", r["creates"], wd))
             stages.append(row)
             continue
         row = {k: r.get(k) for k in _STAGE_KEYS}
         row["kind"] = "stage"
+        row["inputs"] = inputs.get(row["label"], [])
+        row["extra_inputs"] = [i for i in row["inputs"] if i != prev_output] if prev_output else []
+        prev_output = str(r.get("output"))
         row["bad_files"] = len(r.get("bad_files") or [])
         row["removed_by_reason"] = dict(row.get("removed_by_reason") or {})
         links = []
@@ -122,7 +134,7 @@ def build_report(pipe: Pipeline, results: list[dict[str, Any]]) -> dict[str, Any
         for key, val in r.items():
             if not isinstance(val, dict):
                 continue
-            if isinstance(val.get("html"), str) and os.path.exists(val["html"]):
+            if isinstance(val.get("html"), str) and cfs.exists(val["html"]):
                 links.append(_link(f"{key} report", val["html"], wd))
             if str(val.get("summary", "")).endswith("summary.json"):
                 found = _read_json(val["summary"])
@@ -134,7 +146,7 @@ def build_report(pipe: Pipeline, results: list[dict[str, Any]]) -> dict[str, Any
                         contaminations.append(_contamination(row["label"], found, val))
                     if val.get("report"):
                         links.append(_link(f"{key} report folder", val["report"], wd))
-        mpath = os.path.join(str(r.get("output")), "manifest.json")
+        mpath = cfs.join(str(r.get("output")), "manifest.json")
         m = _read_json(mpath)
         if m:
             manifest = m
@@ -146,6 +158,7 @@ def build_report(pipe: Pipeline, results: list[dict[str, Any]]) -> dict[str, Any
     shard_rows = [s for s in stages if s["kind"] == "stage" and s.get("docs_in") is not None]
     totals = {
         "steps": len(stages),
+        "first_stage": shard_rows[0]["label"] if shard_rows else None,
         "docs_in": shard_rows[0]["docs_in"] if shard_rows else None,
         "docs_out": shard_rows[-1]["kept"] if shard_rows else None,
         "removed": sum(s.get("removed") or 0 for s in shard_rows),
@@ -160,8 +173,8 @@ def build_report(pipe: Pipeline, results: list[dict[str, Any]]) -> dict[str, Any
 
 def write_report(report: dict[str, Any], workdir: str) -> tuple[str, str]:
     """Write ``report.json`` and ``report.html`` into the workdir (atomically); returns both paths."""
-    jp = os.path.join(workdir, "report.json")
-    hp = os.path.join(workdir, "report.html")
+    jp = cfs.join(workdir, "report.json")
+    hp = cfs.join(workdir, "report.html")
     atomic_write_json(jp, report)
     atomic_write_bytes(hp, render_report_html(report).encode("utf-8"))
     return jp, hp
@@ -200,7 +213,7 @@ def render_report_terminal(report: dict[str, Any]) -> None:
     for s in report["stages"]:
         for ln in s.get("links") or []:
             if ln["title"].endswith(" report") or ln["title"] == "manifest.json":
-                con.print(f"{s['label']} {ln['title']}: {ln['path']}")
+                con.print(f"{s['label']}: {ln['title']} {ln['path']}")
     con.print(f"run report: {os.path.join(report['workdir'], 'report.html')}")
 
 
@@ -215,7 +228,8 @@ def _links_html(links: list[dict[str, str]]) -> str:
 
 def _kpis(report: dict[str, Any]) -> str:
     t = report["totals"]
-    cards = [("kpi-docs-in", "documents in", fmt_int(t.get("docs_in")), ""),
+    cards = [("kpi-docs-in", f"documents into {t.get('first_stage') or 'the first stage'}",
+              fmt_int(t.get("docs_in")), ""),
              ("kpi-docs-out", "documents out", fmt_int(t.get("docs_out")), ""),
              ("kpi-removed", "removed (all stages)", fmt_int(t.get("removed")), "hot" if t.get("removed") else ""),
              ("kpi-tokens", "tokens exported", fmt_int(t.get("tokens")), ""),
@@ -240,9 +254,12 @@ def _stage_table(report: dict[str, Any]) -> str:
             continue
         reasons = "<br>".join(f"{e(k)}: {fmt_int(v)}" for k, v in s["removed_by_reason"].items()) or \
             '<span class="muted">none</span>'
-        skipped = ' <span class="tag">skipped, done earlier</span>' if s.get("skipped") else ""
+        skipped = ' <span class="tag" title="finished in an earlier run; skipped">done earlier</span>' if s.get("skipped") else ""
         mb_in = f"{(s.get('bytes_in') or 0) / 1e6:,.2f}"
-        rows.append(f'<tr data-label="{lab}" data-kind="stage"><td class=num>{i + 1}</td><td>{lab}{skipped}</td>'
+        also = ""
+        if s.get("extra_inputs"):
+            also = f'<div class="muted" style="font-size:12px">+ {e(", ".join(s["extra_inputs"]))}</div>'
+        rows.append(f'<tr data-label="{lab}" data-kind="stage"><td class=num>{i + 1}</td><td>{lab}{skipped}{also}</td>'
                     f'<td><code>{e(str(s.get("stage")))}</code></td>{_td(s.get("docs_in"), "docs_in", fmt_int(s.get("docs_in")))}'
                     f'{_td(s.get("bytes_in"), "bytes_in", mb_in)}'
                     f'{_td(s.get("kept"), "kept", fmt_int(s.get("kept")))}'
@@ -271,8 +288,10 @@ def _overview(report: dict[str, Any]) -> str:
     timing = ch.hbar_chart("chart-timing", [(s["label"], float(s["seconds"])) for s in timed],
                            value_text=[fmt_seconds(s["seconds"]) + (" (earlier run)" if s.get("skipped") else "")
                                        for s in timed], aria="seconds per step") if timed else ""
+    extra = "".join(f'<div class="muted" style="font-size:12px">{e(s["label"])} also reads '
+                    f'{e(", ".join(s["extra_inputs"]))}</div>' for s in shard if s.get("extra_inputs"))
     return (f'<div class="grid"><section class="card"><h2>Document funnel</h2>'
-            f'{ch.legend({"kept": "var(--bar)", "removed": "var(--bar2)"})}{funnel}</section>'
+            f'{ch.legend({"kept": "var(--bar)", "removed": "var(--bar2)"})}{funnel}{extra}</section>'
             f'<section class="card"><h2>Removals by reason</h2>{removals}</section></div>'
             + (f'<section class="card"><h2>Time per step</h2>{timing}</section>' if timing else ""))
 
@@ -285,15 +304,14 @@ def _contamination_html(c: dict[str, Any], n: int, workdir: str) -> str:
     cid = f"contam-{n}"
     bench = c["benchmarks"]
     names = sorted(bench, key=lambda k: (-(bench[k].get("items_found") or 0), k))
-    chart = ch.paired_chart(
-        f"chart-{cid}", [(k, float(bench[k].get("pct_touched") or 0),
-                          100.0 * (bench[k].get("docs_removed") or 0) / max(1, bench[k].get("items") or 1))
-                         for k in names],
-        ("% of items found", "docs removed per 100 items"),
-        value_text=[(f"{bench[k].get('pct_touched') or 0:.2f}% ({fmt_int(bench[k].get('items_found'))} of "
-                     f"{fmt_int(bench[k].get('items'))} items)", f"{fmt_int(bench[k].get('docs_removed'))} docs removed")
+    # one bar per benchmark: the share of its items found in the data (what decontam reports as
+    # % touched); the label adds the counts behind it and the documents removed
+    chart = ch.hbar_chart(
+        f"chart-{cid}", [(k, float(bench[k].get("pct_touched") or 0)) for k in names],
+        value_text=[f"{_pct(bench[k].get('pct_touched'))}% · {fmt_int(bench[k].get('items_found'))} of "
+                    f"{fmt_int(bench[k].get('items'))} items · {fmt_int(bench[k].get('docs_removed'))} docs removed"
                     for k in names],
-        aria="share of each benchmark's items found in the data, and documents removed")
+        color="var(--hot)", aria="share of each benchmark's items found in the data")
     rows = "".join(f'<tr data-benchmark="{e(k)}"><td>{e(k)}</td>{_td(bench[k].get("items"), "items", fmt_int(bench[k].get("items")))}'
                    f'{_td(bench[k].get("items_found"), "items_found", fmt_int(bench[k].get("items_found")))}'
                    f'{_td(bench[k].get("pct_touched"), "pct_touched", _pct(bench[k].get("pct_touched")))}'
@@ -305,7 +323,7 @@ def _contamination_html(c: dict[str, Any], n: int, workdir: str) -> str:
     return (f'<section class="card contamination" id="{cid}" data-label="{e(c["label"])}">'
             f'<h3>{e(c["label"])} <span class="muted">profile {e(str(c.get("profile") or "-"))}, '
             f'{fmt_int(c.get("docs_removed"))} of {fmt_int(c.get("docs_in"))} documents removed</span></h3>'
-            f'{ch.legend({"% of items found in the data": "var(--bar)", "documents removed per 100 items": "var(--bar2)"})}'
+            f'<div class="legend muted">bars: % of the benchmark\'s items found in the data</div>'
             f'{chart}<table class="contam-table"><thead><tr><th>benchmark</th><th class=num>items</th>'
             f'<th class=num>items found</th><th class=num>% touched</th><th class=num>docs removed</th></tr></thead>'
             f'<tbody>{rows}</tbody></table></section>')

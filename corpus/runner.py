@@ -400,9 +400,24 @@ def run_task(stage: Stage, run: RunContext, rank: int, world_size: int) -> dict[
         "kept_inputs": kept_inputs,
         "removed": dict(sorted(removed.items())), "bad_files": bad, "counters": dict(task.counters),
         "extra": task.extra, "seconds": round(time.monotonic() - t0, 3), "id_runs": id_spill.close(),
+        "ran_on": _where(),
     }
     atomic_write_json(cfs.join(run.stats_dir, f"{rank:05d}.json"), stats)
     return stats
+
+
+def _where() -> dict[str, Any]:
+    """Where a task ran (host, pid, Slurm job, Ray node): for debugging a cluster run from its stats."""
+    import socket
+
+    where: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    if os.environ.get("SLURM_JOB_ID"):
+        where["slurm_job"] = f"{os.environ.get('SLURM_ARRAY_JOB_ID', os.environ['SLURM_JOB_ID'])}_" \
+                             f"{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        where["ray_node"] = ray.get_runtime_context().get_node_id()
+    return where
 
 
 class _Step(PipelineStep):

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 from corpus import __version__
+from corpus import fs as cfs
 from corpus.shards import atomic_write_bytes
 from decontam.report import Pair
 
@@ -81,6 +81,6 @@ def write_report_page(report_dir: str, max_pairs: int = 1000) -> str:
 
     rep = rp.load_report(report_dir)
     rows = rp.select_pairs(rep, None, order="high").filter(pl.col("removed").fill_null(False)).head(max_pairs)
-    path = os.path.join(report_dir, PAGE_NAME)
+    path = cfs.join(report_dir, PAGE_NAME)
     write_html(path, rp.summary_view(rep), rp.build_pairs(rep, rows), total_pairs=rep.matches.height)
     return path

@@ -59,6 +59,9 @@ CLEAN = "clean"
 JUDGE_ERROR = "judge_error"
 VERDICTS = (CONTAMINATED, CLEAN, JUDGE_ERROR)
 SOURCES = ("exact", "fuzzy", "embed")
+# a batch of at least this many calls that all fail stops the run (a wrong URL or model name)
+# instead of filling the report with judge_error
+ALL_FAILED_MIN = 4
 
 
 # ----------------------------------------------------------------------------- templates
@@ -215,11 +218,6 @@ class Candidate:
         return (self.item_text, self.passage)
 
 
-def in_judge_band(ratio: float, floor: float, threshold: float) -> bool:
-    """An exact- or fuzzy-tier pair goes to the judge when ``floor <= ratio`` and it was not confirmed."""
-    return floor <= ratio <= threshold
-
-
 def passage(text: str, start: int, end: int, max_chars: int) -> str:
     """The part of ``text`` a judge sees: the aligned span ``[start, end)`` with context around it.
 
@@ -357,24 +355,14 @@ class Judge:
         return [GenRequest(key=f"{self.template.ref}:{i}", messages=self.template.render(a, b), params=p)
                 for i, (a, b) in enumerate(orders)]
 
-    def _send(self, reqs: list[GenRequest]) -> list[GenResult | BaseException]:
-        """Answers in order; a request that failed after its retries comes back as its exception."""
-        try:
-            return list(self.engine.generate(reqs))
-        except MathcorpusError as first:
-            if len(reqs) == 1:
-                return [first]
-        # one failure fails a whole batch call: ask one by one to keep the answers that came
-        out: list[GenResult | BaseException] = []
-        for r in reqs:
-            try:
-                out.extend(self.engine.generate([r]))
-            except MathcorpusError as exc:
-                out.append(exc)
-        if all(isinstance(x, BaseException) for x in out):
-            # nothing got through: the server or model is wrong, not one pair
-            raise FatalError(f"decontam: every judge call of a batch failed; first error: {out[0]}. Answers "
-                             "received so far are cached; fix the judge engine and rerun.")
+    def _send(self, reqs: list[GenRequest]) -> list[GenResult | MathcorpusError]:
+        """Answers in order; a request that failed after its retries comes back as its error."""
+        out = self.engine.generate_each(reqs)
+        if len(out) >= ALL_FAILED_MIN and all(isinstance(x, MathcorpusError) for x in out):
+            # nothing got through: the server or the model name is wrong, not a few pairs
+            raise FatalError(f"decontam: all {len(out)} judge calls of a batch failed; first error: "
+                             f"{str(out[0]).rstrip('.')}. Answers received so far are cached; fix the judge "
+                             "engine and rerun.")
         return out
 
     def judge(self, cands: Sequence[Candidate], counters: Any) -> list[Judged]:
@@ -412,7 +400,7 @@ class Judge:
                 counters["judge_calls"] += len(chunk)
                 good = []
                 for (k, _), r in zip(chunk, res):
-                    if isinstance(r, BaseException):
+                    if isinstance(r, MathcorpusError):
                         failures[k] = str(r)
                         counters["judge_call_failures"] += 1
                     else:
@@ -482,19 +470,37 @@ class EmbedIndex:
         self._item_emb: np.ndarray | None = None
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length embeddings of ``texts`` with the local model (loaded on first use)."""
         if self._model is None:
+            self._model = self._load()
+        emb = np.asarray(self._model(list(texts)), dtype=np.float32)
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        return emb / np.where(norms > 0, norms, 1.0)
+
+    def _load(self) -> Any:
+        """The floor's local encoder (sentence-transformers or HF folder, pooling from the folder),
+        or sentence-transformers itself when the floor has none."""
+        try:
+            from corpus.encoder import Encoder, EncoderError  # type: ignore[import-not-found]
+        except ImportError:
+            Encoder = None  # noqa: N806 - a class, or None
+        if Encoder is not None:
             try:
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:
-                raise ConfigError("decontam: --judge-embed-model needs sentence-transformers; install "
-                                  "`pip install sentence-transformers`") from exc
-            try:
-                self._model = SentenceTransformer(self.model_path, device=self.device, local_files_only=True)
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"decontam: cannot load the embedding model {self.model_path} ({exc})") from exc
-        emb = self._model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                                 normalize_embeddings=True, show_progress_bar=False)
-        return np.asarray(emb, dtype=np.float32)
+                enc = Encoder(self.model_path, device=self.device)
+            except EncoderError as exc:
+                raise ConfigError(f"decontam: --judge-embed-model: {exc}") from exc
+            return lambda texts: enc.embed(texts, batch_size=self.batch_size)
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise ConfigError("decontam: --judge-embed-model needs sentence-transformers; install "
+                              "`pip install sentence-transformers`") from exc
+        try:
+            model = SentenceTransformer(self.model_path, device=self.device, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"decontam: cannot load the embedding model {self.model_path} ({exc})") from exc
+        return lambda texts: model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                          show_progress_bar=False)
 
     @property
     def item_emb(self) -> np.ndarray:

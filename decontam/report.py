@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 import xxhash
 from rapidfuzz.distance import LCSseq
 
+from corpus import fs as cfs
 from corpus import schema
 from corpus.errors import ConfigError, InputError
 from corpus.textnorm import token_spans
@@ -69,7 +70,7 @@ class Report:
 
     @property
     def removed_dir(self) -> str:
-        return os.path.join(self.path, REMOVED_DIR)
+        return cfs.join(self.path, REMOVED_DIR)
 
     @property
     def threshold(self) -> float | None:
@@ -97,15 +98,15 @@ def _empty_matches() -> pl.DataFrame:
 
 
 def _read_matches(path: str) -> pl.DataFrame:
-    if os.path.isdir(path):
-        files = sorted(str(p) for p in Path(path).rglob("*.parquet"))
+    if cfs.isdir(path):
+        files = [f for f in cfs.walk_files(path) if f.endswith(".parquet")]
         if not files:
             return _empty_matches()
-        tables = [pq.read_table(f) for f in files]
+        tables = [cfs.read_parquet(f) for f in files]
         table = pa.concat_tables(tables, promote_options="permissive")
     else:
         try:
-            table = pq.read_table(path)
+            table = cfs.read_parquet(path)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{path}: not a readable Parquet file ({exc}); rerun `mathcorpus decontam run` "
                              "to write the report again") from exc
@@ -132,24 +133,23 @@ def _read_matches(path: str) -> pl.DataFrame:
 
 def load_report(path: str) -> Report:
     """Read ``REPORT_DIR``; InputError naming the missing or broken file and the fix."""
-    if not os.path.isdir(path):
+    if not cfs.isdir(path):
         raise InputError(f"{path}: report folder not found; pass the folder given to "
                          "`mathcorpus decontam run --report`")
-    spath = os.path.join(path, SUMMARY_FILE)
-    if not os.path.isfile(spath):
+    spath = cfs.join(path, SUMMARY_FILE)
+    if not cfs.exists(spath):
         raise InputError(f"{path}: not a decontam report folder ({SUMMARY_FILE} is missing); pass the "
                          "folder given to `mathcorpus decontam run --report`, after the run has finished")
     try:
-        with open(spath, encoding="utf-8") as fh:
-            summary = json.load(fh)
+        summary = cfs.read_json(spath)
     except json.JSONDecodeError as exc:
         raise InputError(f"{spath}: invalid JSON on line {exc.lineno} ({exc.msg}); rerun "
                          "`mathcorpus decontam run` to write the report again") from exc
     if not isinstance(summary, dict) or not isinstance(summary.get("benchmarks"), dict):
         raise InputError(f"{spath}: expected an object with a 'benchmarks' mapping; this file was not "
                          "written by `mathcorpus decontam run`")
-    mpath = os.path.join(path, MATCHES_FILE)
-    matches = _read_matches(mpath) if os.path.exists(mpath) else _empty_matches()
+    mpath = cfs.join(path, MATCHES_FILE)
+    matches = _read_matches(mpath) if cfs.exists(mpath) else _empty_matches()
     return Report(path=path, summary=summary, matches=matches)
 
 
@@ -446,9 +446,9 @@ def read_doc_texts(paths: Iterable[str], doc_ids: set[str]) -> dict[str, dict[st
         return out
     ids = pa.array(sorted(doc_ids), pa.string())
     for p in paths:
-        if not os.path.exists(p):
+        if not cfs.exists(p):
             continue
-        if os.path.isdir(p) and not any(Path(p).rglob("*.parquet")) and not any(Path(p).rglob("*.jsonl*")):
+        if cfs.isdir(p) and not any(f.endswith(".parquet") or ".jsonl" in cfs.basename(f) for f in cfs.walk_files(p)):
             continue
         for f in list_input_files([p]):
             for batch in iter_batches(f):
@@ -548,7 +548,7 @@ def build_pairs(report: Report, rows: pl.DataFrame, *, lookup: ItemLookup | None
     want = set(rows["doc_id"].to_list())
     paths = [report.removed_dir]
     out_dir = report.summary.get("output")
-    if isinstance(out_dir, str) and os.path.isdir(out_dir):
+    if isinstance(out_dir, str) and cfs.isdir(out_dir):
         paths.append(out_dir)
     docs = read_doc_texts([*paths, *doc_paths], want)
     items: dict[tuple[str, str], dict[str, str]] = {}

@@ -43,7 +43,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
 @click.option("--min-ratio", type=click.FloatRange(0.0, 1.0), default=None,
               help="Only pairs whose LCS ratio is at least this.")
 @click.option("--tier", type=click.Choice(list(rp.TIERS)), default=None,
-              help="Only pairs of this tier: exact (13-gram) or fuzzy (near-duplicate).")
+              help="Only pairs of this tier: exact (13-gram), fuzzy (near-duplicate) or judge (LLM judge).")
 @click.option("--verdict", type=click.Choice(list(rp.VERDICTS)), default="all", show_default=True,
               help="Pairs to show: all candidate pairs, only contaminated ones (the LCS rule held), or only those "
                    "below the rule.")
@@ -117,7 +117,7 @@ def report_command(report_dir: str, show: int, benchmarks: tuple[str, ...], min_
 @click.argument("report_a", metavar="REPORT_A")
 @click.argument("report_b", metavar="REPORT_B")
 @click.option("--tier", type=click.Choice(list(rp.TIERS)), default=None,
-              help="Compare only this tier's matches (default: both tiers).")
+              help="Compare only this tier's matches (default: all tiers).")
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
               help="Most items and documents listed per change (the JSON lists all).")
 @json_option

@@ -42,6 +42,7 @@ from corpus.textnorm import strip_figure_code, token_spans
 from decontam.benchmarks import load_benchmarks
 from decontam.confirm import POLICIES, Confirmer, PairResult, group_hits
 from decontam.index import DecontamIndex, IndexOptions, build_index, unchecked_counts
+from decontam.judge_tier import JudgeTier, judge_section
 from decontam.kernel import scan
 
 MATCHES_SIDE = "decontam_matches"
@@ -257,7 +258,7 @@ def _keep_slices(batch: pa.RecordBatch, removed: np.ndarray) -> pa.Table:
     return pa.Table.from_batches(pieces, schema=batch.schema)
 
 
-class DecontamStage(Stage):
+class DecontamStage(JudgeTier, Stage):
     """Removes documents that contain benchmark items (13-gram + LCS ratio, Qwen2.5-Math rule)."""
 
     name = "decontam"
@@ -419,97 +420,6 @@ class DecontamStage(Stage):
                 raise InputError(f"{task.current_file or 'input'}: field '{name}' has type {col.type}; "
                                  "--text-fields takes string columns or a chat 'messages' column")
         return out
-
-    # -- judge tier ----------------------------------------------------------------------
-    def _item_text(self, item: int, part: str) -> str:
-        """The item text the judge compares: the part the cheap tier aligned (question, solution or both)."""
-        items = self._index.items  # type: ignore[union-attr]
-        q = items.column("question")[item].as_py() or ""
-        ch = items.column("choices")[item].as_py() or ""
-        second = items.column("second")[item].as_py() or ""
-        question = "\n".join(t for t in (q, ch) if t)
-        if part == "question":
-            return question
-        if part == "both":
-            return "\n\n".join(t for t in (question, second) if t)
-        return second or question
-
-    def _item_row(self, benchmark: str, item_id: str) -> int:
-        if self._item_rows is None:
-            items = self._index.items  # type: ignore[union-attr]
-            self._item_rows = {(b, i): k for k, (b, i) in enumerate(zip(items.column("benchmark").to_pylist(),
-                                                                        items.column("item_id").to_pylist()))}
-        return self._item_rows[(benchmark, item_id)]
-
-    def _candidate(self, row: int, doc_id: str, benchmark: str, item_id: str, part: str, doc_field: str,
-                   source: str, ratio: float | None, lo: int, hi: int, text: str, *, item: int | None = None,
-                   grams: int = 0, sample: str = "[]", similarity: float | None = None) -> Any:
-        from decontam.judge import Candidate, passage
-
-        item = self._item_row(benchmark, item_id) if item is None else item
-        return Candidate(row=row, doc_id=doc_id, benchmark=benchmark, item_id=item_id, field=part,
-                         doc_field=doc_field, source=source, lcs_ratio=ratio, doc_start=lo, doc_end=hi,
-                         item_text=self._item_text(item, part), passage=passage(text, lo, hi, self.cfg.judge_max_chars),
-                         grams_matched=grams, sample=sample, similarity=similarity)
-
-    def _run_judge(self, jcands: list[Any], fields: list[Any], removed: np.ndarray, rows_out: list[dict[str, Any]],
-                   src: Any, dom: Any, ids: Any, task: TaskContext) -> dict[int, Any]:
-        """Judge the batch's candidates; add their rows to ``rows_out``; mark removals (action drop).
-
-        Returns the first contaminating candidate of each record the judge removes.
-        """
-        from decontam.judge import CONTAMINATED, dedupe
-
-        c = self.cfg
-        if self._embed is not None:
-            confirmed = {(m["_row"], m["benchmark"], m["item_id"]) for m in rows_out if m["contaminated"]}
-            for fname, texts, rows, msg_pos in fields:
-                if c.fuzzy_fields and fname not in c.fuzzy_fields:
-                    continue
-                tl = [t or "" for t in texts.to_pylist()]
-                for i, hits in enumerate(self._embed.query(tl)):
-                    doc_row = int(rows[i])
-                    field_name = fname if msg_pos is None else f"{fname}[{int(msg_pos[i])}]"
-                    for pos, sim in hits:
-                        b, iid, _ = self._embed.items[pos]
-                        if (doc_row, b, iid) in confirmed:
-                            continue
-                        task.counters["judge_seen_embed"] += 1
-                        jcands.append(self._candidate(doc_row, ids[doc_row].as_py(), b, iid, "question", field_name,
-                                                      "embed", None, 0, len(tl[i]), tl[i], item=pos,
-                                                      similarity=round(sim, 6)))
-        task.counters["judge_candidates"] += len(jcands)
-        live = [j for j in jcands if not removed[j.row]]
-        task.counters["judge_skipped_removed"] += len(jcands) - len(live)
-        live, dup = dedupe(live)
-        task.counters["judge_duplicates"] += dup
-        if not live:
-            return {}
-        results = self._judge.judge(live, task.counters)
-        task.counters["judge_pairs"] += len(live)
-        if c.judge_dry_run:
-            return {}
-        ref = self._judge.template.ref
-        chosen: dict[int, Any] = {}
-        for jc, res in zip(live, results):
-            task.counters[f"judge_verdict:{res.verdict}"] += 1
-            hit = res.verdict == CONTAMINATED
-            rows_out.append({
-                "doc_id": jc.doc_id, "benchmark": jc.benchmark, "item_id": jc.item_id, "field": jc.field,
-                "grams_matched": jc.grams_matched, "lcs_ratio": jc.lcs_ratio, "doc_start": jc.doc_start,
-                "doc_end": jc.doc_end, "tier": "judge", "matched_grams_sample": jc.sample,
-                "source": src[jc.row].as_py() if src is not None else None,
-                "domain": dom[jc.row].as_py() if dom is not None else None,
-                "removed": False, "doc_field": jc.doc_field, "contaminated": hit, "judge_verdict": res.verdict,
-                "judge_answer": res.answers[0] if len(res.answers) == 1 else json.dumps(res.answers,
-                                                                                        ensure_ascii=False),
-                "judge_source": jc.source, "judge_template": ref, "judge_similarity": jc.similarity, "_row": jc.row,
-            })
-            if hit and c.judge_action == "drop":
-                chosen.setdefault(jc.row, jc)
-        for r in chosen:
-            removed[r] = True
-        return chosen
 
     def process_batch(self, batch: pa.RecordBatch, task: TaskContext) -> BatchResult:
         if self._index is None or self._confirmer is None:
@@ -719,19 +629,6 @@ def _count_rows(folder: str) -> int:
     return total
 
 
-def _judge_section(cfg: DecontamConfig, counters: dict[str, Any]) -> dict[str, Any] | None:
-    if not cfg.judge:
-        return None
-    from decontam.judge import judge_summary, load_template
-
-    t = load_template(cfg.judge_template)
-    return judge_summary(counters, {
-        "engine": cfg.judge_engine, "model": cfg.judge_model, "template": t.ref, "template_sha": t.sha,
-        "both_ways": cfg.judge_both_ways, "action": cfg.judge_action, "floor": cfg.judge_floor,
-        "fuzzy_floor": cfg.judge_fuzzy_floor if cfg.fuzzy else None,
-        "embed_model": cfg.judge_embed_model, "max_calls": cfg.judge_max_calls, "dry_run": cfg.judge_dry_run})
-
-
 def write_report(report: str, run: RunContext, summary: dict[str, Any], cfg: DecontamConfig,
                  index_path: str, fuzzy_meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge per-task match tables into matches.parquet and write summary.json; returns the summary."""
@@ -790,7 +687,7 @@ def write_report(report: str, run: RunContext, summary: dict[str, Any], cfg: Dec
         "config": dict(cfg.to_dict(), index=index_path),
         "index": {k: idx.meta[k] for k in ("items", "grams", "phrases", "options")} if idx else {},
         "fuzzy": fuzzy_meta or None,
-        "judge": _judge_section(cfg, counters),
+        "judge": judge_section(cfg, counters),
         "kernel": {"fallback_rows": counters.get("fallback_rows", 0), "python_rows": counters.get("python_rows", 0),
                    "texts_scanned": counters.get("texts_scanned", 0)},
         "matches": cfs.join(report, "matches.parquet"), "removed_dir": run.removed_dir,

@@ -203,7 +203,7 @@ def build() -> bytes:
     buf = io.BytesIO()
     writer = WARCWriter(buf, gzip=True)
     info = writer.create_warcinfo_record("demo.warc.gz", {"software": "mathcorpus demo/build_warc.py",
-                                                          "format": "WARC File Format 1.1",
+                                                          "format": "WARC File Format 1.0",
                                                           "description": "mathcorpus demo crawl; see NOTICE.md"})
     info.rec_headers.replace_header("WARC-Record-ID", _rid("warcinfo"))
     info.rec_headers.replace_header("WARC-Date", DATE)

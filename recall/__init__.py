@@ -11,8 +11,12 @@ Owns the math-recall step of the corpus (Qwen2.5-Math / DeepSeekMath style):
   or tag), per-source models and thresholds;
 * ``cycle``: the multi-cycle recall loop with domain statistics, reviewable expansion
   candidates and a versioned, resumable work folder;
+* ``quality`` (with ``quality_features``, ``quality_encoder``, ``quality_stage``): a 0-5 quality
+  scorer learnt from a teacher's grades (presence features + ridge head, or a frozen local
+  encoder + ridge head), its held-out report, and the ``quality-score`` stage;
 * ``cli``: ``mathcorpus recall train | eval | score | cycle``.
 
 It hands documents to the rest of mathcorpus only through the columns ``math_score``,
-``recall_model`` and ``recall_cycle`` of corpus/schema.py, and imports nothing but corpus/.
+``recall_model``, ``recall_cycle``, ``quality_score`` and ``quality_model`` of corpus/schema.py,
+and imports nothing but corpus/.
 """

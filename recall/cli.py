@@ -214,11 +214,15 @@ def eval_command(model: str, data: tuple[str, ...], threshold: float, target_pre
 @click.option("--min-quality", type=float, default=None, metavar="Q",
               help="With a quality model (recall train --kind quality): keep documents with quality_score >= Q "
                    "(0-5) [default: 3].")
+@click.option("--device", default=None, help="Quality models of the encoder kind: torch device for scoring "
+                                             "(default: the one it was trained on).")
+@click.option("--batch-size", type=int, default=None,
+              help="Quality models of the encoder kind: documents per forward pass (default: as trained).")
 @runner_options
 @config_file_option
 @json_option
 def score_command(inputs: tuple[str, ...], output: str, config_file: str | None, as_json: bool,
-                  min_quality: float | None, **kwargs: Any) -> None:
+                  min_quality: float | None, device: str | None, batch_size: int | None, **kwargs: Any) -> None:
     """Add math_score (probability of math) and recall_model, then keep or tag documents.
 
     Runs on the stage runner (local, Slurm or Ray); removed documents go to OUTPUT/_removed
@@ -240,11 +244,13 @@ def score_command(inputs: tuple[str, ...], output: str, config_file: str | None,
     opts = run_options_from_kwargs(kwargs, config_file)
     model = kwargs.get("model")
     if model and is_quality_model(model):
-        _score_quality(inputs, output, model, min_quality, config_file, as_json, opts, kwargs)
+        _score_quality(inputs, output, model, min_quality, config_file, as_json, opts,
+                       kwargs | {"device": device, "batch_size": batch_size})
         return
-    if min_quality is not None:
-        raise ConfigError(f"--min-quality needs a quality model; {model or 'the model'} is a math classifier "
-                          "(train one with `recall train --kind quality`)")
+    for flag, value in (("--min-quality", min_quality), ("--device", device), ("--batch-size", batch_size)):
+        if value is not None:
+            raise ConfigError(f"{flag} needs a quality model; {model or 'the model'} is a math classifier "
+                              "(train one with `recall train --kind quality`)")
     cfg = _resolve_score(config_file, kwargs)
     summary = run_stage(ScoreStage(cfg), list(inputs), output, opts)
 
@@ -273,7 +279,8 @@ def _score_quality(inputs: tuple[str, ...], output: str, model: str, min_quality
         raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in wrong)} apply to math models; "
                           f"{model} is a quality model: use --min-quality")
     cfg = resolve(QualityScoreConfig, config_file, {"model": model, "min_quality": min_quality,
-                                                    "tag_only": kwargs.get("tag_only")},
+                                                    "tag_only": kwargs.get("tag_only"), "device": kwargs.get("device"),
+                                                    "batch_size": kwargs.get("batch_size")},
                   section=QualityScoreConfig.section)
     summary = run_stage(QualityScoreStage(cfg), list(inputs), output, opts)
 

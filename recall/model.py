@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from corpus import __version__
+from corpus import fs as cfs
 from corpus.config import StageConfig, opt
 from corpus.errors import ConfigError, FatalError, InputError
 from corpus.shards import atomic_write_json, file_sha256, iter_batches, list_input_files
@@ -360,7 +361,11 @@ def evaluate(y: np.ndarray, scores: np.ndarray, target_precision: float = 0.95,
 
 # ----------------------------------------------------------------------------- model files
 def sidecar_path(model_path: str | os.PathLike[str]) -> Path:
-    """``NAME.json`` beside ``NAME.bin`` (or ``PATH.json`` when the model has no .bin suffix)."""
+    """``NAME.json`` beside ``NAME.bin`` (or ``PATH.json`` when the model has no .bin suffix);
+    for a model on object storage, the URL as a string (never a local Path built from a URL)."""
+    if cfs.is_remote(str(model_path)):
+        s = str(model_path)
+        return s[:-4] + ".json" if s.endswith(".bin") else s + ".json"  # type: ignore[return-value]
     p = Path(model_path)
     return p.with_suffix(".json") if p.suffix == ".bin" else Path(str(p) + ".json")
 
@@ -368,7 +373,7 @@ def sidecar_path(model_path: str | os.PathLike[str]) -> Path:
 def model_tag(path: str | os.PathLike[str], sha256: str | None = None) -> str:
     """``name.bin@<12 hex of sha256>``: what the ``recall_model`` column records."""
     digest = sha256 or file_sha256(str(path))
-    return f"{Path(path).name}@{digest[:12]}"
+    return f"{cfs.basename(str(path))}@{digest[:12]}"
 
 
 class RecallModel:
@@ -379,13 +384,13 @@ class RecallModel:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
-        if not os.path.isfile(self.path):
+        if not (cfs.exists(self.path) if cfs.is_remote(self.path) else os.path.isfile(self.path)):
             raise ConfigError(f"{self.path}: model file not found; train one with `mathcorpus recall train`")
-        side = sidecar_path(self.path)
+        side = str(sidecar_path(self.path))
         self.meta: dict[str, Any] = {}
-        if side.is_file():
+        if cfs.exists(side) and not cfs.isdir(side):
             try:
-                self.meta = json.loads(side.read_text(encoding="utf-8"))
+                self.meta = json.loads(cfs.read_text(side))
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{side}: unreadable model metadata ({exc}); retrain or delete it") from exc
         pre = self.meta.get("preprocess", {})
@@ -414,7 +419,7 @@ class RecallModel:
             import fasttext
 
             try:
-                self._ft = fasttext.load_model(self.path)
+                self._ft = fasttext.load_model(cfs.local_file(self.path))  # a URL: downloaded once
             except ValueError as exc:
                 raise ConfigError(f"{self.path}: not a fastText model ({exc})") from exc
             if _FT_MATH not in self._ft.labels:
@@ -518,18 +523,16 @@ def train(data: LabelledData, out_path: str, cfg: TrainConfig, *, inputs: Sequen
     check_two_classes(tr, "the training split of " + (", ".join(inputs) or "the data"), cfg.lang)
     lines, balance = prepare_training_lines(tr, cfg)
     train_sha = hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
-    out_dir = os.path.dirname(os.path.abspath(out_path))
     try:
-        os.makedirs(out_dir, exist_ok=True)
+        # local: trained as NAME.tmp and renamed; a URL: trained locally, uploaded in one piece
+        with cfs.atomic_local_path(out_path) as tmp_model:
+            ft = train_fasttext(lines, cfg, tmp_model)
     except OSError as exc:
-        raise FatalError(f"{out_dir}: cannot create the model folder ({exc})") from exc
-    tmp_model = out_path + ".tmp"
-    ft = train_fasttext(lines, cfg, tmp_model)
-    os.replace(tmp_model, out_path)
+        raise FatalError(f"{out_path}: cannot write the model ({exc}); check the folder and free space") from exc
     sha = file_sha256(out_path)
     report: dict[str, Any] = {
         "format": MODEL_FORMAT, "format_version": 1, "mathcorpus_version": __version__,
-        "model": os.path.basename(out_path), "sha256": sha, "tag": model_tag(out_path, sha),
+        "model": cfs.basename(out_path), "sha256": sha, "tag": model_tag(out_path, sha),
         "lang": cfg.lang, "source": cfg.source,
         "preprocess": {"version": PREPROCESS_VERSION, "segmenter": cfg.segmenter},
         "config": cfg.to_dict(), "fasttext_args": _fasttext_args(cfg),

@@ -7,7 +7,7 @@ out, with a held-out report. Two kinds:
 * ``fasttext`` (default): fastText's input tokens as presence features (recall/
   quality_features.py) with a ridge-regression head solved by conjugate gradients in numpy
   (intercept unpenalised). A regression head ranks: a 5-class fastText read through its
-  expected value collapses the top grades (see the module docstring there for figures);
+  expected value collapses the top grades (figures in recall/quality_features.py);
 * ``encoder``: a frozen local transformer encoder (recall/quality_encoder.py) and a
   closed-form ridge head on its standardised pooled embeddings, as FineMath and
   FineWeb-Edu train theirs (a linear head on a frozen encoder).
@@ -246,7 +246,7 @@ def fit_sparse_ridge(indptr: np.ndarray, idx: np.ndarray, y: np.ndarray, dim: in
     Returns (weights, intercept, iterations).
     """
     n = len(y)
-    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+    rows = np.repeat(np.arange(n, dtype=np.int32), np.diff(indptr))  # int32: 4 bytes per stored feature
     col_mean = np.bincount(idx, minlength=dim).astype(np.float64) / n
     ym = float(y.mean())
 

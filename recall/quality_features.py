@@ -8,12 +8,12 @@ like fastText's word n-grams) is hashed into one of ``buckets`` slots. A feature
 absent (counts would let long pages win on length alone).
 
 Why presence and not fastText's own vectors: on a scripted grading rule over real math
-pages, a ridge head on these features ranked held-out pages at Spearman 0.87 from 600
-labels, against 0.66 for a ridge head on fastText supervised sentence vectors and 0.70 for
-the expected value of a 6-class fastText model (``bench/quality.py heads`` reproduces it).
+pages, a ridge head on these features ranked held-out pages at Spearman 0.92 from 600
+labels, against at best 0.70 for a ridge head on fastText supervised sentence vectors and 0.72
+for the expected value of a 6-class fastText model (``bench/quality.py heads`` reproduces it).
 
 Both passes are numba loops over the preprocessed Arrow buffer: :func:`csr_features`
-(training: the sparse matrix) and :func:`linear_scores` (scoring: the dot product with
+(training: the sparse matrix) and :class:`LinearScorer` (scoring: the dot product with
 the head's weights, without building the matrix).
 """
 

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from corpus import fs as cfs
 from corpus import schema
 from corpus.config import StageConfig, opt
 from corpus.errors import ConfigError, FatalError, InputError, ShardError
@@ -158,11 +159,11 @@ class ScoreStage(Stage):
     # -- keep-top phases -----------------------------------------------------------------
     def _phase_score(self, rank: int, world_size: int, run: RunContext) -> None:
         files = run.all_files()
-        folder = os.path.join(run.output, "_run", _SCORES_DIR)
-        os.makedirs(folder, exist_ok=True)
+        folder = cfs.join(run.output, "_run", _SCORES_DIR)
+        cfs.makedirs(folder)
         for path in run.task_files(rank):
-            target = os.path.join(folder, f"{files.index(path):05d}.npy")
-            if os.path.exists(target):
+            target = cfs.join(folder, f"{files.index(path):05d}.npy")
+            if cfs.exists(target):
                 continue  # done before a kill: the file is written atomically
             parts: list[np.ndarray] = []
             try:
@@ -177,13 +178,14 @@ class ScoreStage(Stage):
             atomic_write_bytes(target, buf.getvalue())
 
     def _phase_cut(self, rank: int, world_size: int, run: RunContext) -> None:
-        folder = os.path.join(run.output, "_run", _SCORES_DIR)
-        arrays = [np.load(os.path.join(folder, f"{i:05d}.npy")) for i in range(len(run.all_files()))]
+        folder = cfs.join(run.output, "_run", _SCORES_DIR)
+        arrays = [np.load(io.BytesIO(cfs.read_bytes(cfs.join(folder, f"{i:05d}.npy"))))
+                  for i in range(len(run.all_files()))]
         scores = np.concatenate(arrays) if arrays else np.zeros(0)
         n = len(scores)
         keep = min(n, max(1, math.ceil(self.config.keep_top * n))) if n else 0
         cut = float(np.partition(scores, n - keep)[n - keep]) if keep else 1.0
-        atomic_write_json(os.path.join(run.output, "_run", _CUT_FILE),
+        atomic_write_json(cfs.join(run.output, "_run", _CUT_FILE),
                           {"keep_top": self.config.keep_top, "documents": n, "threshold": cut,
                            "kept_at_least": keep})
 
@@ -229,7 +231,8 @@ class ScoreStage(Stage):
         """The keep-top phase's scores for the next ``n`` rows of the current file."""
         if task.current_file != self._scores_file:
             idx = task.run.all_files().index(task.current_file)
-            self._scores = np.load(os.path.join(task.run.output, "_run", _SCORES_DIR, f"{idx:05d}.npy"))
+            self._scores = np.load(io.BytesIO(cfs.read_bytes(cfs.join(task.run.output, "_run", _SCORES_DIR,
+                                                                      f"{idx:05d}.npy"))))
             self._scores_file = task.current_file
             self._cursor = 0
         if self._scores is None or self._cursor + n > len(self._scores):
@@ -280,6 +283,4 @@ class ScoreStage(Stage):
 
 
 def _read_cut(run: RunContext) -> float:
-    path = os.path.join(run.output, "_run", _CUT_FILE)
-    with open(path, encoding="utf-8") as fh:
-        return float(json.load(fh)["threshold"])
+    return float(cfs.read_json(cfs.join(run.output, "_run", _CUT_FILE))["threshold"])

@@ -9,7 +9,7 @@ Qwen2.5 ChatML by default, a ``.j2``/``.jinja`` file, a ``tokenizer_config.json`
 ``tokenizer`` for the tokenizer's own ``chat_template``) and tokenized with the full
 tokenizer, so the template's control tokens (``<|im_start|>``...) are single ids.
 
-**Loss mask.** A token is trained when it starts inside an assistant turn's span: the text
+**Loss mask.** A token is trained when it overlaps an assistant turn's span: the text
 the template adds for that turn after the generation prompt, i.e. the content and the turn
 end (``<|im_end|>\\n`` for ChatML). Spans are found by rendering the conversation up to each
 assistant turn with and without the generation prompt; a template whose renderings are not
@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -45,6 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from corpus import __version__
+from corpus import fs as cfs
 from corpus.errors import ConfigError, InputError
 from corpus.export import mix as mixing
 from corpus.export.tokenize import BUNDLED_DIR, LoadedTokenizer
@@ -196,14 +198,14 @@ def render_with_spans(template: ChatTemplate, msgs: list[dict[str, str]]) -> tup
 
 def encode_masked(tok: LoadedTokenizer, texts: list[str], spans: list[list[tuple[int, int]]]
                   ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Token ids (control tokens as single ids) and the 0/1 mask of tokens that start in a span."""
+    """Token ids (control tokens as single ids) and the 0/1 mask of tokens that overlap a span."""
     out = []
     for enc, sp in zip(tok.hf.encode_batch(texts, add_special_tokens=False), spans):
         ids = np.asarray(enc.ids, dtype=np.uint32)
-        starts = np.asarray([o[0] for o in enc.offsets], dtype=np.int64)
+        offs = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
         mask = np.zeros(ids.size, dtype=np.uint8)
-        for a, b in sp:
-            mask[(starts >= a) & (starts < b)] = 1
+        for a, b in sp:  # overlap: a token that merges the prompt's last space with the answer is trained
+            mask[(offs[:, 1] > a) & (offs[:, 0] < b)] = 1
         out.append((ids, mask))
     return out
 
@@ -226,26 +228,25 @@ def export_sft(cfg: Any, tok: LoadedTokenizer, inputs: list[str], output: str, *
     template = load_template(cfg.chat_template, tok)
     files = list_input_files(inputs)
     settings = _settings(cfg, template, tok)
-    mpath = os.path.join(output, "manifest.json")
-    if os.path.exists(mpath):
-        with open(mpath, encoding="utf-8") as fh:
-            old = json.load(fh)
+    mpath = cfs.join(output, "manifest.json")
+    if cfs.exists(mpath):
+        old = cfs.read_json(mpath)
         if old.get("sft", {}).get("settings") == settings and old.get("inputs") == files and not overwrite:
             _log(f"export --sft: {output} is already complete with these settings; nothing to do")
             return {**old["sft"]["summary"], "skipped": True}
         if not overwrite:
             raise ConfigError(f"{output} holds an export made with other settings or inputs; pass --overwrite to "
                               "replace it, or choose another --output")
-    if overwrite and os.path.isdir(output):
-        shutil.rmtree(output)
-    elif os.path.isdir(output) and any(not n.startswith(".") for n in os.listdir(output)) \
-            and not os.path.exists(mpath):
+    if overwrite and cfs.isdir(output):
+        cfs.rmtree(output)
+    elif not cfs.is_empty_dir(output) and not cfs.exists(mpath):
         # an interrupted run of ours (a _work folder) is redone; anything else is not ours to delete
-        names = set(os.listdir(output))
+        names = set(cfs.listdir(output))
         if not names <= {"_work", "_removed"} and not any(n.startswith("tokens-") for n in names):
             raise ConfigError(f"{output} is not empty and holds no export; pass --overwrite or another --output")
-        shutil.rmtree(output)
-    work = os.path.join(output, "_work")
+        cfs.rmtree(output)
+    # one process reads its own work files back: for an output on object storage they stay on local disk
+    work = tempfile.mkdtemp(prefix="mathcorpus-sft-") if cfs.is_remote(output) else os.path.join(output, "_work")
     os.makedirs(work, exist_ok=True)
     L = cfg.seq_len
     dtype = choose_dtype(cfg.format, tok.vocab_size, cfg.dtype, tokenizer=f"tokenizer {tok.ref.name}")
@@ -311,9 +312,8 @@ def export_sft(cfg: Any, tok: LoadedTokenizer, inputs: list[str], output: str, *
         raise InputError(f"nothing to export: none of the {docs_in} records gave a conversation "
                          f"(removed: {dict(reasons) or 'none'})")
     if removed_rows:
-        rdir = os.path.join(output, "_removed")
-        os.makedirs(rdir, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(removed_rows), os.path.join(rdir, REMOVED_FILE))
+        with cfs.AtomicWriter(cfs.join(output, "_removed", REMOVED_FILE)) as w:
+            pq.write_table(pa.Table.from_pylist(removed_rows), w.file)
 
     # 2. shuffle and pack whole conversations
     n_docs = len(lengths)
@@ -372,9 +372,8 @@ def export_sft(cfg: Any, tok: LoadedTokenizer, inputs: list[str], output: str, *
         "truncated": pa.array(np.asarray(truncated, bool)[order]),
         "shard": pa.array(shard_of.astype(np.int32)), "offset": pa.array(pos - starts[shard_of]),
     })
-    dpath = os.path.join(output, "documents.parquet")
-    pq.write_table(doc_table, dpath + TMP_SUFFIX, compression="zstd")
-    os.replace(dpath + TMP_SUFFIX, dpath)
+    with cfs.AtomicWriter(cfs.join(output, "documents.parquet")) as w:  # .tmp + rename, or one upload
+        pq.write_table(doc_table, w.file, compression="zstd")
     tokens_out = int(lens.sum())
     trained_total = int(np.sum(trained))
     flat = sum(int(s["flat_tokens"]) for s in shards)

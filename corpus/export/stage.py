@@ -23,6 +23,7 @@ one chunk of tokens (a few million) at a time, whatever the input size.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -37,6 +38,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from corpus import __version__, schema
+from corpus import fs as cfs
 from corpus.config import StageConfig, closest, opt
 from corpus.errors import ConfigError, FatalError, InputError
 from corpus.export import mix as mixing
@@ -155,7 +157,7 @@ class ExportConfig(StageConfig):
 
 
 def work_dir(output: str) -> str:
-    return os.path.join(output, WORK_DIR)
+    return cfs.join(output, WORK_DIR)
 
 
 class ExportStage(Stage):
@@ -213,13 +215,15 @@ class ExportStage(Stage):
         self._engine = make_engine(tok, choice["engine"], cfg.threads or 1)
         work_dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32
         wd = work_dir(task.run.output)
-        os.makedirs(wd, exist_ok=True)
-        tokens_path = os.path.join(wd, f"tokens-{task.rank:05d}.bin")
-        docs_path = os.path.join(wd, f"docs-{task.rank:05d}.arrow")
+        cfs.makedirs(wd)
+        tokens_path = cfs.join(wd, f"tokens-{task.rank:05d}.bin")
+        docs_path = cfs.join(wd, f"docs-{task.rank:05d}.arrow")
+        # .tmp + rename locally, one upload visible only when whole on object storage (corpus.fs)
+        tokens_sink, docs_sink = cfs.AtomicWriter(tokens_path), cfs.AtomicWriter(docs_path)
         self._state = {
             "choice": choice, "work_dtype": work_dtype, "tokens_path": tokens_path, "docs_path": docs_path,
-            "tokens_fh": open(tokens_path + TMP_SUFFIX, "wb"),
-            "docs_writer": ipc.new_file(docs_path + TMP_SUFFIX, DOCS_SCHEMA),
+            "tokens_fh": tokens_sink.file, "tokens_sink": tokens_sink, "docs_sink": docs_sink,
+            "docs_writer": ipc.new_file(docs_sink.file, DOCS_SCHEMA),
             "sources": {}, "tokens": 0, "docs": 0, "rows": 0,
         }
 
@@ -261,16 +265,15 @@ class ExportStage(Stage):
 
     def finish_task(self, task: TaskContext) -> None:
         st = self._state
-        st["tokens_fh"].close()
         st["docs_writer"].close()
-        os.replace(st["tokens_path"] + TMP_SUFFIX, st["tokens_path"])
-        os.replace(st["docs_path"] + TMP_SUFFIX, st["docs_path"])
+        st["tokens_sink"].commit()
+        st["docs_sink"].commit()
         assert self._tok is not None
         stats = {"rank": task.rank, "input_documents": st["rows"], "documents": st["docs"], "tokens": st["tokens"],
                  "sources": dict(sorted(st["sources"].items())), "work_dtype": np.dtype(st["work_dtype"]).name,
                  "tokenizer": self._tok.describe(), "engine": st["choice"]}
         # written last: its presence says the task's work files are complete
-        atomic_write_json(os.path.join(work_dir(task.run.output), f"stats-{task.rank:05d}.json"), stats)
+        atomic_write_json(cfs.join(work_dir(task.run.output), f"stats-{task.rank:05d}.json"), stats)
         task.extra["export"] = {"tokens": st["tokens"], "engine": st["choice"]["engine"]}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -332,11 +335,10 @@ def _sample_texts(files: list[str], limit: int, max_chars: int = 2_000_000) -> l
 def _load_task_stats(output: str, tasks: int) -> list[dict[str, Any]]:
     stats = []
     for r in range(tasks):
-        p = os.path.join(work_dir(output), f"stats-{r:05d}.json")
-        if not os.path.exists(p):
+        p = cfs.join(work_dir(output), f"stats-{r:05d}.json")
+        if not cfs.exists(p):
             raise FatalError(f"{p} is missing: tokenize task {r} did not finish; rerun the same command to redo it")
-        with open(p, encoding="utf-8") as fh:
-            stats.append(json.load(fh))
+        stats.append(cfs.read_json(p))
     first = stats[0]["tokenizer"]
     for s in stats[1:]:
         if s["tokenizer"]["sha256"] != first["sha256"]:
@@ -345,12 +347,14 @@ def _load_task_stats(output: str, tasks: int) -> list[dict[str, Any]]:
 
 
 def _open_docs(output: str, rank: int) -> pa.Table:
-    path = os.path.join(work_dir(output), f"docs-{rank:05d}.arrow")
+    path = cfs.join(work_dir(output), f"docs-{rank:05d}.arrow")
+    if cfs.is_remote(path):
+        return ipc.open_file(pa.BufferReader(cfs.read_bytes(path))).read_all()
     return ipc.open_file(pa.memory_map(path, "r")).read_all()
 
 
 def _plan_dir(output: str) -> str:
-    return os.path.join(work_dir(output), "plan")
+    return cfs.join(work_dir(output), "plan")
 
 
 def plan_phase(cfg: ExportConfig, rank: int, world_size: int, run: RunContext) -> None:
@@ -384,9 +388,9 @@ def plan_phase(cfg: ExportConfig, rank: int, world_size: int, run: RunContext) -
     if lengths.size > 1:
         np.cumsum(lengths[:-1], out=doc_start[1:])
     pdir = _plan_dir(output)
-    os.makedirs(pdir, exist_ok=True)
+    cfs.makedirs(pdir)
     for name, arr in (("docs", docs), ("pos", pos), ("out_len", out_len), ("doc_start", doc_start)):
-        _save_npy(os.path.join(pdir, f"{name}.npy"), arr)
+        _save_npy(cfs.join(pdir, f"{name}.npy"), arr)
     # per source, before and after the mix
     out_codes = codes[docs]
     sources = {}
@@ -406,7 +410,7 @@ def plan_phase(cfg: ExportConfig, rank: int, world_size: int, run: RunContext) -
     input_index = np.concatenate([t.column("input_row").to_numpy() + in_bounds[r] for r, t in enumerate(tables)])
     _write_documents_file(output, tables, task_docs, names, codes, docs, copies, out_len, pos, starts,
                           input_index.astype(np.uint64))
-    atomic_write_json(os.path.join(pdir, "plan.json"), {
+    atomic_write_json(cfs.join(pdir, "plan.json"), {
         "sources": sources, "names": names, "flat_tokens": int(total), "tokens": int(out_len.sum()),
         "documents": int(docs.size), "shards": shards, "task_documents": task_docs,
         "task_tokens": [int(s["tokens"]) for s in stats], "work_dtype": stats[0]["work_dtype"], "tokenizer": tok,
@@ -417,23 +421,31 @@ def _mix_text(names: list[str], weights: list[float]) -> str:
     return ", ".join(f"{n}={w:g}" for n, w in zip(names, weights)) or "no sources"
 
 
+def _load_npy(path: str) -> np.ndarray:
+    """A plan array: memory-mapped from a local file, read whole from object storage."""
+    if cfs.is_remote(path):
+        import io
+
+        return np.load(io.BytesIO(cfs.read_bytes(path)), allow_pickle=False)
+    return np.load(path, mmap_mode="r")
+
+
 def _save_npy(path: str, arr: np.ndarray) -> None:
-    with open(path + TMP_SUFFIX, "wb") as fh:
-        np.save(fh, arr, allow_pickle=False)
-    os.replace(path + TMP_SUFFIX, path)
+    with cfs.AtomicWriter(path) as w:
+        np.save(w.file, arr, allow_pickle=False)
 
 
 def _write_documents_file(output: str, tables: list[pa.Table], task_docs: list[int], names: list[str],
                           codes: np.ndarray, docs: np.ndarray, copies: np.ndarray, out_len: np.ndarray,
                           pos: np.ndarray, starts: np.ndarray, input_index: np.ndarray) -> None:
     """OUTPUT/documents.parquet: the recorded order, one row per output document."""
-    path = os.path.join(output, DOCUMENTS_FILE)
+    path = cfs.join(output, DOCUMENTS_FILE)
     bounds = np.cumsum([0] + task_docs).astype(np.uint64)
     dict_values = pa.array(names, pa.string())
     sch = pa.schema([("id", pa.string()), ("source", pa.dictionary(pa.int32(), pa.string())),
                      ("input_index", pa.uint64()), ("copy", pa.uint32()), ("tokens", pa.int64()),
                      ("shard", pa.int32()), ("offset", pa.int64())])
-    with open(path + TMP_SUFFIX, "wb") as sink, pq.ParquetWriter(sink, sch, compression="zstd") as w:
+    with cfs.AtomicWriter(path) as sink, pq.ParquetWriter(sink.file, sch, compression="zstd") as w:
         for lo in range(0, docs.size, DOCS_CHUNK):
             d = docs[lo:lo + DOCS_CHUNK]
             task = np.searchsorted(bounds, d, side="right") - 1
@@ -456,7 +468,6 @@ def _write_documents_file(output: str, tables: list[pa.Table], task_docs: list[i
                 pa.array((p - starts[shard]).astype(np.int64), pa.int64()),
             ], schema=sch)
             w.write_table(table, row_group_size=1 << 17)
-    os.replace(path + TMP_SUFFIX, path)
 
 
 # ----------------------------------------------------------------------------- write phase
@@ -473,14 +484,23 @@ class _Gatherer:
         self.dtype = np.dtype(plan["work_dtype"])
         self.task_tokens = [int(n) for n in plan["task_tokens"]]
         self.bounds = np.cumsum([0] + self.task_tokens).astype(np.int64)
+        # work files on object storage are copied to local disk once per process: positioned reads
+        # of every document's range would be one request each
+        self._stack = contextlib.ExitStack()
+        self._local: dict[int, str] = {}
         for rank, n in enumerate(self.task_tokens):
-            path = self._path(rank)
-            if n and (not os.path.exists(path) or os.path.getsize(path) != n * self.dtype.itemsize):
+            path = cfs.join(work_dir(self.output), f"tokens-{rank:05d}.bin")
+            if n and (not cfs.exists(path) or cfs.size(path) != n * self.dtype.itemsize):
                 raise FatalError(f"{path}: missing or not {n * self.dtype.itemsize} bytes; the work file is "
                                  "damaged. Rerun with --overwrite")
 
     def _path(self, rank: int) -> str:
-        return os.path.join(work_dir(self.output), f"tokens-{rank:05d}.bin")
+        path = cfs.join(work_dir(self.output), f"tokens-{rank:05d}.bin")
+        if not cfs.is_remote(path):
+            return path
+        if rank not in self._local:
+            self._local[rank] = self._stack.enter_context(cfs.local_copy(path))
+        return self._local[rank]
 
     def gather(self, src: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Concatenation of ``counts[i]`` tokens starting at global work offset ``src[i]``."""
@@ -514,11 +534,10 @@ class _Gatherer:
 
 
 def _load_plan(output: str) -> dict[str, Any]:
-    p = os.path.join(_plan_dir(output), "plan.json")
-    if not os.path.exists(p):
+    p = cfs.join(_plan_dir(output), "plan.json")
+    if not cfs.exists(p):
         raise FatalError(f"{p} is missing: the plan step did not finish; rerun the same command")
-    with open(p, encoding="utf-8") as fh:
-        return json.load(fh)
+    return cfs.read_json(p)
 
 
 def write_phase(cfg: ExportConfig, rank: int, world_size: int, run: RunContext) -> None:
@@ -529,10 +548,8 @@ def write_phase(cfg: ExportConfig, rank: int, world_size: int, run: RunContext) 
     if not mine:
         return
     pdir = _plan_dir(output)
-    docs = np.load(os.path.join(pdir, "docs.npy"), mmap_mode="r")
-    pos = np.load(os.path.join(pdir, "pos.npy"), mmap_mode="r")
-    out_len = np.load(os.path.join(pdir, "out_len.npy"), mmap_mode="r")
-    doc_start = np.load(os.path.join(pdir, "doc_start.npy"), mmap_mode="r")
+    docs, pos, out_len, doc_start = (_load_npy(cfs.join(pdir, f"{n}.npy"))
+                                     for n in ("docs", "pos", "out_len", "doc_start"))
     gat = _Gatherer(output, plan)
     tok = plan["tokenizer"]
     dtype = choose_dtype(cfg.format or "", int(tok["vocab_size"]), cfg.dtype, tokenizer=f"tokenizer {tok['name']}")
@@ -557,7 +574,7 @@ def write_phase(cfg: ExportConfig, rank: int, world_size: int, run: RunContext) 
             writer.abort()
             raise
         info.update(sh)
-        atomic_write_json(os.path.join(work_dir(output), "shards", f"{sh['index']:05d}.json"), info)
+        atomic_write_json(cfs.join(work_dir(output), "shards", f"{sh['index']:05d}.json"), info)
 
 
 def _write_documents(writer: Any, gat: _Gatherer, docs: np.ndarray, out_len: np.ndarray, doc_start: np.ndarray,
@@ -598,19 +615,17 @@ def _write_packed(writer: Any, gat: _Gatherer, docs: np.ndarray, pos: np.ndarray
 def finalize_export(cfg: ExportConfig, run: RunContext, summary: dict[str, Any]) -> dict[str, Any]:
     """Write OUTPUT/manifest.json from the plan and shard records; remove _work unless kept."""
     output = run.output
-    mpath = os.path.join(output, MANIFEST)
-    if not os.path.exists(os.path.join(_plan_dir(output), "plan.json")) and os.path.exists(mpath):
-        with open(mpath, encoding="utf-8") as fh:  # a rerun after _work was already removed
-            return json.load(fh)
+    mpath = cfs.join(output, MANIFEST)
+    if not cfs.exists(cfs.join(_plan_dir(output), "plan.json")) and cfs.exists(mpath):
+        return cfs.read_json(mpath)  # a rerun after _work was already removed
     plan = _load_plan(output)
     stats = _load_task_stats(output, run.tasks)
     shards = []
     for sh in plan["shards"]:
-        p = os.path.join(work_dir(output), "shards", f"{sh['index']:05d}.json")
-        if not os.path.exists(p):
+        p = cfs.join(work_dir(output), "shards", f"{sh['index']:05d}.json")
+        if not cfs.exists(p):
             raise FatalError(f"{p} is missing: shard {sh['index']} was not written; rerun the same command")
-        with open(p, encoding="utf-8") as fh:
-            shards.append(json.load(fh))
+        shards.append(cfs.read_json(p))
     engines = {json.dumps(s["engine"], sort_keys=True) for s in stats}
     engine = stats[0]["engine"] if len(engines) == 1 else {"engine": "mixed", "tasks": [s["engine"] for s in stats]}
     tok = dict(plan["tokenizer"])
@@ -654,7 +669,7 @@ def finalize_export(cfg: ExportConfig, run: RunContext, summary: dict[str, Any])
     }
     atomic_write_json(mpath, manifest)
     if not cfg.keep_work:
-        shutil.rmtree(work_dir(output), ignore_errors=True)
+        cfs.rmtree(work_dir(output))
     return manifest
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from corpus import fs as cfs
 from corpus.errors import ConfigError, FatalError, InputError
 
 FORMATS = ("megatron", "nanotron", "numpy", "parquet")
@@ -101,18 +102,19 @@ def check_vocab_dtype(dtype: np.dtype | str, vocab_size: int, where: str) -> Non
 
 # ----------------------------------------------------------------------------- atomic files
 class _Files:
-    """Files of one shard, written under ``.tmp`` names and renamed together on commit."""
+    """Files of one shard, written under ``.tmp`` names and renamed together on commit (on object
+    storage: uploaded to their final names, each visible only when complete; corpus.fs.AtomicWriter)."""
 
     def __init__(self) -> None:
-        self._open: dict[str, BinaryIO] = {}
+        self._open: dict[str, cfs.AtomicWriter] = {}
 
     def open(self, path: str) -> BinaryIO:
         try:
-            fh = open(path + TMP, "wb")
+            w = cfs.AtomicWriter(path)
         except OSError as exc:
             raise FatalError(f"{path}: cannot write ({exc}); check free space and permissions") from exc
-        self._open[path] = fh
-        return fh
+        self._open[path] = w
+        return w.file
 
     def write_small(self, path: str, data: bytes) -> None:
         self.open(path).write(data)
@@ -120,10 +122,8 @@ class _Files:
     def commit(self) -> list[str]:
         paths = list(self._open)
         try:
-            for fh in self._open.values():
-                fh.close()
-            for p in paths:
-                os.replace(p + TMP, p)
+            for w in self._open.values():
+                w.commit()
         except OSError as exc:
             self.abort()
             raise FatalError(f"{paths[0]}: could not finish the shard ({exc}); check free space") from exc
@@ -131,12 +131,8 @@ class _Files:
         return paths
 
     def abort(self) -> None:
-        for p, fh in self._open.items():
-            try:
-                fh.close()
-                os.unlink(p + TMP)
-            except OSError:
-                pass
+        for w in self._open.values():
+            w.abort()
         self._open.clear()
 
 
@@ -368,7 +364,7 @@ class ParquetTokenWriter(ShardWriterBase):
 
 
 def shard_base(output: str, index: int) -> str:
-    return os.path.join(output, f"tokens-{index:05d}")
+    return cfs.join(output, f"tokens-{index:05d}")
 
 
 def shard_files(fmt: str, base: str) -> list[str]:

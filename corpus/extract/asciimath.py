@@ -55,6 +55,8 @@ _CONST = {
     "gcd": r"\gcd", "lcm": r"\operatorname{lcm}", "min": r"\min", "max": r"\max",
     "f": "f", "g": "g", "deg": r"\deg",
 }
+_FUNCS = frozenset("sin cos tan sec csc cot arcsin arccos arctan sinh cosh tanh log ln exp det dim "
+                   "gcd lcm min max f g".split())
 _UNARY = {
     "sqrt": r"\sqrt", "hat": r"\hat", "bar": r"\overline", "vec": r"\vec", "tilde": r"\tilde",
     "dot": r"\dot", "ddot": r"\ddot", "ul": r"\underline", "ubrace": r"\underbrace",
@@ -176,6 +178,11 @@ class _Parser:
                 s = r"\sqrt[" + abare + "]{" + bbare + "}"
             else:
                 s = _BINARY[tok] + "{" + abare + "}{" + bbare + "}"
+            return s, s
+        if tok in _FUNCS and self.peek() in _LEFT:
+            # sin(x)/x: a function with its bracketed argument is one simple expression
+            arg, _ = self.simple()
+            s = _CONST[tok] + arg
             return s, s
         if tok in _CONST:
             return _CONST[tok], _CONST[tok]

@@ -28,9 +28,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from lxml import etree
-from lxml import html as lhtml
 
 from corpus.extract.encoding import decode_html
 from corpus.extract.math import MATH_TAG, replace_math
@@ -53,8 +53,10 @@ class ExtractedPage:
     error: str | None = None  # "empty" (nothing to parse) or "not_html" (binary payload)
 
 
-_PARSER = lhtml.HTMLParser(remove_comments=True, remove_pis=True, recover=True, collect_ids=False,
-                           default_doctype=False)
+# lxml.etree's HTML parser, not lxml.html's: the same libxml2 tree without lxml.html's per-element
+# Python class lookup, which cost ~10% of the extraction time (nothing here needs HtmlElement).
+_PARSER = etree.HTMLParser(remove_comments=True, remove_pis=True, recover=True, collect_ids=False,
+                           default_doctype=False, no_network=True)
 _XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>", re.I)
 _WS = re.compile(r"\s+")
 
@@ -62,39 +64,37 @@ _WS = re.compile(r"\s+")
 _JUNK_TAGS = ("script", "style", "noscript", "template", "iframe", "object", "embed", "svg", "canvas",
               "button", "input", "select", "textarea", "option", "nav", "aside", "footer", "dialog", "menu",
               "head", "link", "meta", "map", "audio", "video", "source", "track", "picture")
-_HIDDEN = etree.XPath(
-    "//*[@hidden or @aria-hidden='true' or contains(translate(@style, ' ', ''), 'display:none')"
-    " or contains(translate(@style, ' ', ''), 'visibility:hidden')]"
-    "[not(descendant-or-self::" + MATH_TAG + ")]")
-_ROLES = etree.XPath("//*[@role='navigation' or @role='banner' or @role='contentinfo' or @role='complementary'"
-                     " or @role='search' or @role='dialog' or @role='alertdialog' or @role='menu'"
-                     " or @role='menubar' or @role='toolbar']")
-_PAGE_HEADER = etree.XPath("//header[not(ancestor::article or ancestor::main or ancestor::*[@role='main'])]")
-_NAMED = etree.XPath("//*[@class or @id]")
-_MAINS = etree.XPath("//main | //*[@role='main']")
-_ARTICLES = etree.XPath("//article")
-_LINKY = etree.XPath(".//ul | .//ol | .//div | .//section | .//p | .//dl | .//table")
+_NON_CONTENT_ROLES = frozenset(("navigation", "banner", "contentinfo", "complementary", "search", "dialog",
+                                "alertdialog", "menu", "menubar", "toolbar"))
 _TITLE = etree.XPath("string(//title)")
 _OG_TITLE = etree.XPath("string(//meta[@property='og:title']/@content)")
 _CANONICAL = etree.XPath("//link[@rel='canonical']/@href")
 _MATHS = etree.XPath("//" + MATH_TAG)
-_TEXT_LEN = etree.XPath("string-length(normalize-space(.))")
 
-# Chrome, matched against each dash/underscore part of each class token and the id.
-_CHROME = frozenset("""
+# Chrome, matched (lowercased) against the first and last dash/underscore part of each class
+# token and the id, and against whole tokens.
+_CHROME = frozenset(w.lower() for w in """
 nav navbar navigation navlinks menu menubar submenu megamenu breadcrumb breadcrumbs sidebar sidebars sidenav
 footer cookie cookies consent gdpr banner share sharing sharer social socials sns shares sharethis addthis
 comment comments disqus related recommended recommend advert advertisement advertising ads adsense ad sponsor
 sponsored promo popup modal overlay newsletter subscribe subscription signup login signin register toolbar
 pagination pager widget widgets rss skip skiplink jump editsection catlinks navbox vertical-navbox printfooter
-noprint toc tagcloud taglist tags byline-share masthead topbar bottombar copyright disclaimer mw-jump-link
-mw-editsection siteSub contentSub jump-to-nav mw-navigation
+noprint toc sidecolumn side tagcloud taglist tags byline-share masthead topbar bottombar copyright disclaimer
+mw-jump-link
+mw-editsection siteSub contentSub jump-to-nav mw-navigation meta byline author authors dateline postmeta
+post-meta entry-meta user-info userinfo user-details usercard post-signature signature vote votes votecell
+js-vote notice notices hot-network-questions post-taglist post-tag tag
 """.split())
-_CHROME_LOWER = frozenset(t.lower() for t in _CHROME)
-# Names of content a Q&A page must keep, whatever else their element is called.
-_KEEP = re.compile(r"question|answer|post-?text|post-?body|postcell|answercell|s-prose|richcontent|"
-                   r"article-?body|entry-?content|post-?content|mw-content|mw-parser-output|main-?content|"
-                   r"^content$|^main$|^article$", re.I)
+# Names of content a Q&A page must keep whatever else their element is called (StackExchange,
+# MathOverflow, Zhihu, Discourse, wikis, blogs): exact class tokens, or tokens whose first part is
+# one of _KEEP_HEADS and that carry no chrome part ("answer-body" stays, "question-sidebar" goes).
+_KEEP_TOKENS = frozenset("""
+question answer answers accepted-answer post-text postcell answercell s-prose js-post-body post-body
+richcontent richcontent-inner richtext questionheader questionheader-title questionheader-detail answeritem
+answercard contentitem article-body entry-content post-content mw-content-text mw-parser-output main-content
+content main article topic-body cooked
+""".split())
+_KEEP_HEADS = frozenset(("question", "answer", "answers", "post", "entry", "article", "richcontent", "topic"))
 _SOFT_PREFIX = ("has", "with", "no", "is", "show", "hide", "content", "page", "layout", "js", "body", "site-has")
 _NEVER_REMOVE = frozenset(("html", "body", "main", "article", MATH_TAG))
 
@@ -106,15 +106,16 @@ caption title
 _HEADINGS = {"h1": "# ", "h2": "## ", "h3": "### ", "h4": "#### ", "h5": "##### ", "h6": "###### "}
 
 
+@lru_cache(maxsize=8192)
 def _is_chrome(name: str) -> bool:
-    for token in name.lower().split():
-        if _KEEP.search(token):
+    tokens = [(t, [p for p in re.split(r"[-_]", t) if p]) for t in name.lower().split()]
+    for token, parts in tokens:
+        if token in _KEEP_TOKENS or (parts and parts[0] in _KEEP_HEADS and not any(p in _CHROME for p in parts)):
             return False
-    for token in name.lower().split():
-        parts = [p for p in re.split(r"[-_]", token) if p]
+    for token, parts in tokens:
         if not parts or parts[0] in _SOFT_PREFIX:
             continue
-        if parts[0] in _CHROME or parts[-1] in _CHROME or token in _CHROME_LOWER:
+        if parts[0] in _CHROME or parts[-1] in _CHROME or token in _CHROME:
             return True
     return False
 
@@ -134,31 +135,82 @@ def _drop(el: etree._Element) -> None:
     parent.remove(el)
 
 
-def _remove_chrome(root: etree._Element) -> None:
+def _hidden(el: etree._Element) -> bool:
+    if el.get("hidden") is not None or el.get("aria-hidden") == "true":
+        return True
+    style = el.get("style")
+    if style and ("none" in style or "hidden" in style):
+        st = style.replace(" ", "").lower()
+        return "display:none" in st or "visibility:hidden" in st
+    return False
+
+
+def _remove_chrome(root: etree._Element) -> list[etree._Element]:
+    """Remove chrome in place; returns the <main>/role=main elements found on the way.
+
+    One Python pass over the elements (attribute lookups) replaced four XPath queries that
+    each walked the tree comparing attributes: measured 4x faster on real crawl pages.
+    """
     etree.strip_elements(root, *_JUNK_TAGS, with_tail=False)
-    for xp in (_HIDDEN, _ROLES, _PAGE_HEADER):
-        for el in xp(root):
-            if el.tag not in _NEVER_REMOVE:
-                _drop(el)
-    for el in _NAMED(root):
-        if el.tag in _NEVER_REMOVE or el.getparent() is None:
+    doomed: list[etree._Element] = []
+    mains: list[etree._Element] = []
+    for el in root.iter():
+        tag = el.tag
+        if not isinstance(tag, str) or tag in _NEVER_REMOVE:
+            if tag == "main":
+                mains.append(el)
             continue
-        name = f"{el.get('class') or ''} {el.get('id') or ''}"
-        if _is_chrome(name):
-            _drop(el)
+        if not el.attrib:
+            if tag == "header" and not _in_content(el):
+                doomed.append(el)
+            continue
+        role = el.get("role")
+        if role == "main":
+            mains.append(el)
+        if (role in _NON_CONTENT_ROLES or _hidden(el)
+                or (tag == "header" and not _in_content(el))):
+            if el.find(".//" + MATH_TAG) is None or role in _NON_CONTENT_ROLES:
+                doomed.append(el)
+            continue
+        cls, id_ = el.get("class"), el.get("id")
+        if (cls or id_) and _is_chrome(f"{cls or ''} {id_ or ''}"):
+            doomed.append(el)
+    for el in doomed:  # document order: one inside an already removed element goes with it (harmless)
+        _drop(el)
+    return [m for m in mains if _attached(m, root)]
+
+
+def _in_content(el: etree._Element) -> bool:
+    for a in el.iterancestors():
+        if a.tag in ("article", "main") or a.get("role") == "main":
+            return True
+    return False
+
+
+def _attached(el: etree._Element, root: etree._Element) -> bool:
+    top = el
+    for a in el.iterancestors():
+        top = a
+    return top is root
+
+
+def _text(el: etree._Element) -> str:
+    """The element's text without its tail (libxml2's text serializer: C, no Python per node)."""
+    return etree.tostring(el, method="text", encoding="unicode", with_tail=False)
 
 
 def _text_len(el: etree._Element) -> int:
-    return int(_TEXT_LEN(el))
+    """Characters of text, whitespace not counted (str.split/join: C speed)."""
+    return len("".join(_text(el).split()))
 
 
-def _choose_main(root: etree._Element) -> tuple[etree._Element, str]:
+def _choose_main(root: etree._Element, mains: list[etree._Element]) -> tuple[etree._Element, str]:
     body = root.find("body")
     if body is None:
         body = root
     total = _text_len(body)
-    for xp, kind in ((_MAINS, "main"), (_ARTICLES, "article")):
-        found = xp(body)
+    articles = list(body.iter("article"))
+    for found, kind in ((mains, "main"), (articles, "article")):
         if len(found) == 1:
             # a teaser <article> or a <main> that is only a header must not hide the page
             if total == 0 or _text_len(found[0]) >= 0.4 * total:
@@ -166,20 +218,23 @@ def _choose_main(root: etree._Element) -> tuple[etree._Element, str]:
     return body, "body"
 
 
+_LINKY_TAGS = ("ul", "ol", "dl", "table", "div", "section", "p", "nav")
+
+
 def _prune_links(main: etree._Element) -> None:
     """Drop link lists and link-only blocks (related links, tag clouds) that escaped the names."""
-    for el in reversed(_LINKY(main)):  # innermost first
-        if el.getparent() is None or el.find(".//" + MATH_TAG) is not None:
+    for el in reversed(list(main.iter(*_LINKY_TAGS))):  # innermost first
+        if el is main or el.getparent() is None:
             continue
-        links = el.findall(".//a")
-        if len(links) < 3:
+        links = list(el.iter("a"))
+        if len(links) < 3 or el.find(".//" + MATH_TAG) is not None:
             continue
-        text = _WS.sub("", "".join(el.itertext()))
-        if not text:
+        n = _text_len(el)
+        if not n:
             continue
-        linked = sum(len(_WS.sub("", "".join(a.itertext()))) for a in links)
+        linked = sum(_text_len(a) for a in links)
         limit = 0.6 if el.tag in ("ul", "ol", "dl") else 0.8
-        if linked >= limit * len(text):
+        if linked >= limit * n:
             _drop(el)
 
 
@@ -216,9 +271,12 @@ def _table(el: etree._Element) -> str | None:
 
 
 def serialize(main: etree._Element) -> str:
-    """Blocks of ``main`` as text (blank line between blocks); <mc-math> text is kept as is."""
-    blocks: list[str] = []
+    """Blocks of ``main`` as text (blank line between blocks, one newline between list items);
+    <mc-math> text is kept as is."""
+    blocks: list[tuple[str, bool]] = []  # (text, is a list item)
     cur: list[str] = []
+    indent = [""]  # leading indentation of the block being built (nested list items)
+    item = [False]  # the block being built is a list item
     lists: list[list[int]] = []  # per open list: [is_ordered, counter]
 
     def flush() -> None:
@@ -228,8 +286,10 @@ def serialize(main: etree._Element) -> str:
         cur.clear()
         lines = [ln.strip() for ln in text.split("\n")]
         text = "\n".join(ln for ln in lines if ln)
-        if text and text.strip("-#>| ") :
-            blocks.append(text)
+        if text and text.strip("-#>|`*. 0123456789"):
+            blocks.append((indent[0] + text, item[0]))
+        indent[0] = ""
+        item[0] = False
 
     walker = etree.iterwalk(main, events=("start", "end"))
     for event, el in walker:
@@ -244,22 +304,23 @@ def serialize(main: etree._Element) -> str:
                 elif tag in ("ul", "ol"):
                     lists.append([tag == "ol", 0])
                 elif tag == "li":
-                    depth = max(len(lists) - 1, 0)
+                    indent[0] = "  " * max(len(lists) - 1, 0)
+                    item[0] = True
                     if lists and lists[-1][0]:
                         lists[-1][1] += 1
-                        cur.append("  " * depth + f"{lists[-1][1]}. ")
+                        cur.append(f"{lists[-1][1]}. ")
                     else:
-                        cur.append("  " * depth + "- ")
+                        cur.append("- ")
                 elif tag == "pre":
                     code = "".join(el.itertext()).strip("\n")
                     if code.strip():
-                        blocks.append("```\n" + code + "\n```")
+                        blocks.append(("```\n" + code + "\n```", False))
                     walker.skip_subtree()
                     continue
                 elif tag == "table":
                     t = _table(el)
                     if t is not None:
-                        blocks.append(t)
+                        blocks.append((t, False))
                         walker.skip_subtree()
                         continue
                 elif tag == "hr":
@@ -286,7 +347,12 @@ def serialize(main: etree._Element) -> str:
             if el.tail and el is not main:
                 cur.append(_norm(el.tail))
     flush()
-    return "\n\n".join(blocks)
+    out: list[str] = []
+    for i, (text, item) in enumerate(blocks):
+        if i:
+            out.append("\n" if item and blocks[i - 1][1] else "\n\n")
+        out.append(text)
+    return "".join(out)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -304,9 +370,17 @@ def parse(text: str) -> etree._Element | None:
     if not text.strip():
         return None
     try:
-        return lhtml.document_fromstring(text, parser=_PARSER)
-    except (etree.ParserError, ValueError):
+        root = etree.fromstring(text, parser=_PARSER)
+    except (etree.ParserError, etree.XMLSyntaxError, ValueError):
         return None
+    if root is None or not isinstance(root.tag, str):
+        return None
+    if root.tag != "html":  # a fragment: give it the document shape the rest expects
+        html = etree.Element("html")
+        body = etree.SubElement(html, "body")
+        body.append(root)
+        return html
+    return root
 
 
 def extract_page(html: str | bytes, url: str | None = None, *, http_charset: str | None = None,
@@ -342,8 +416,8 @@ def extract_page(html: str | bytes, url: str | None = None, *, http_charset: str
         el.text = sentinel(k)
         for child in list(el):
             el.remove(child)
-    _remove_chrome(root)
-    main, kind = _choose_main(root)
+    mains = _remove_chrome(root)
+    main, kind = _choose_main(root, mains)
     _prune_links(main)
     serialized = serialize(main)
     final, raw_counts = finalize_text(serialized, formulas, delims)

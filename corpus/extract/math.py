@@ -12,7 +12,7 @@ images) so each formula is written once. Markups, in processing order (outer wra
   ``data-entry`` (Gemini/ChatGPT KaTeX, Temml's ``hurmet-tex``);
 - ``katex``: ``.katex-display``/``.katex`` with the ``application/x-tex`` annotation;
 - ``mathjax3``: ``mjx-container`` (v3/v4) from ``data-latex``, assistive MathML, or the CHTML
-  ``mjx-*`` tree itself (``mjx_to_mathml``), or SVG glyph groups (``svg_to_mathml``);
+  ``mjx-*`` tree itself or its SVG glyph groups (corpus/extract/mathjax_dom.py);
 - ``mathjax2`` / ``asciimath``: ``<script type="math/tex…">`` (any parameters; ``mode=display``),
   ``math/asciimath``, ``math/mml``, with ``.MathJax_Preview`` and rendered frames removed;
 - ``mathml``: remaining ``<math>`` (annotation, else ``alttext``, else converted);
@@ -33,7 +33,8 @@ from lxml import etree
 from lxml import html as lhtml
 
 from corpus.extract.asciimath import asciimath_to_latex
-from corpus.extract.mathml import mathml_to_latex, mjx_to_mathml, svg_to_mathml, tex_annotation
+from corpus.extract.mathjax_dom import mjx_to_mathml, svg_to_mathml
+from corpus.extract.mathml import mathml_to_latex, tex_annotation
 from corpus.extract.tex import TexDelimiters
 
 __all__ = ["MATH_TAG", "replace_math", "has_math_signal", "unwrap_displaystyle"]
@@ -41,39 +42,33 @@ __all__ = ["MATH_TAG", "replace_math", "has_math_signal", "unwrap_displaystyle"]
 MATH_TAG = "mc-math"
 
 
-def _cls(name: str) -> str:
-    return f"contains(concat(' ', normalize-space(@class), ' '), ' {name} ')"
-
-
-# One cheap query decides whether any DOM math work is needed at all.
-_SIGNAL = etree.XPath(
-    "//*[local-name()='math'] | //mjx-container | //script[starts-with(@type,'math/')]"
-    " | //*[@data-math or @data-latex or @data-tex or @data-entry]"
-    f" | //span[{_cls('katex')}] | //span[{_cls('mwe-math-element')}] | //img"
+# One XPath pass (a single tree traversal, in C) collects every candidate; Python then only
+# looks at those few nodes. Class tests use contains() and are confirmed per token below.
+_CLASS_HINT = ("contains(., 'katex') or contains(., 'mwe-math-element') or contains(., 'MathJax')"
+               " or contains(., 'MJX')")
+_CANDIDATES = etree.XPath(
+    "//math | //mjx-container | //img | //script[@type] | //@data-math/.. | //@data-latex/.."
+    " | //@data-tex/.. | //@data-entry/.. | //@class[" + _CLASS_HINT + "]/.."
 )
-_WIKI = etree.XPath(f"//span[{_cls('mwe-math-element')}]")
-_DATA_TEX = etree.XPath(
-    "//*[@data-math or @data-latex or @data-tex or "
-    f"(@data-entry and {_cls('hurmet-tex')})][not(self::script)][not(self::img)]"
-    "[not(starts-with(local-name(), 'mjx-'))][not(ancestor-or-self::*[local-name()='math'])]"
-)
-_KATEX = etree.XPath(f"//*[{_cls('katex-display')} or {_cls('katex')}]")
-_MJX = etree.XPath("//mjx-container")
-_MJ2_SCRIPT = etree.XPath("//script[starts-with(translate(@type,'MATH','math'),'math/')]")
-_MJ2_RENDERED = etree.XPath(
-    f"//*[{_cls('MathJax_Preview')} or {_cls('MathJax')} or {_cls('MathJax_Display')}"
-    f" or {_cls('MathJax_SVG')} or {_cls('MathJax_SVG_Display')} or {_cls('MathJax_CHTML')}"
-    f" or {_cls('MJXc-display')} or {_cls('MathJax_MathML')} or {_cls('MJX_Assistive_MathML')}"
-    f" or {_cls('MathJax_PHTML')} or {_cls('MathJax_MathContainer')}][not(self::mjx-container)]"
-)
-_MATHML = etree.XPath("//*[local-name()='math']")
-_IMG = etree.XPath("//img")
+_SIGNAL = _CANDIDATES
+_MJ2_CLASSES = frozenset(["MathJax_Preview", "MathJax", "MathJax_Display", "MathJax_SVG", "MathJax_SVG_Display",
+                          "MathJax_CHTML", "MJXc-display", "MathJax_MathML", "MJX_Assistive_MathML",
+                          "MathJax_PHTML", "MathJax_MathContainer", "MathJax_SVG_Preview"])
+_MJ2_FRAMES = frozenset(["MathJax", "MathJax_CHTML", "MathJax_SVG", "MathJax_PHTML", "MathJax_MathML"])
+_MATHML_TAGS = frozenset("""math semantics annotation annotation-xml mi mn mo mtext ms mspace mrow mfrac msqrt
+mroot mstyle merror mpadded mphantom mfenced menclose msub msup msubsup munder mover munderover
+mmultiscripts mtable mtr mlabeledtr mtd maction none mprescripts""".split())
+_MATH_IN = etree.XPath(".//*[local-name()='math']")
+_WIKI_DISPLAY = etree.XPath(".//*[contains(@class, 'mwe-math-mathml-display')"
+                            " or contains(@class, 'mwe-math-fallback-image-display')]")
+_KATEX_HTML = etree.XPath(".//*[contains(@class, 'katex-html')]")
 
 _DISPLAYSTYLE = re.compile(r"^\{\\displaystyle\s*(.*)\}$", re.S)
 _TEX_URL = re.compile(
     r"latex\.php|codecogs\.com|/mimetex|/mathtex|cgi-bin/mimetex|chart\.apis\.google\.com/chart"
     r"|chart\.googleapis\.com/chart|/latex\?|\.latex\?|latex\.(?:artofproblemsolving|wikimedia)"
-    r"|/math/render|tex\.cgi|forkosh|quicklatex|wp\.com/latex", re.I)
+    r"|/math/render|tex\.cgi|forkosh|quicklatex|wp\.com/latex|render\.githubusercontent\.com/render/math"
+    r"|i\.upmath\.me|tex2img|math\.now\.sh|/equation\?tex=|latex2png|/mathtex\.cgi", re.I)
 _TEXISH = re.compile(r"\\[A-Za-z]+|[_^]\{|[_^][A-Za-z0-9]|\\[{}\[\](),;!]")
 _IMG_CLASS = re.compile(r"\b(latex|tex|math|equation|formula|ql-img-inline-formula|mwe-math)\b", re.I)
 
@@ -103,7 +98,8 @@ def _balanced(s: str) -> bool:
 
 
 def has_math_signal(root: lhtml.HtmlElement) -> bool:
-    """True when the tree holds an element that may be a formula (one XPath query)."""
+    """True when the tree holds an element that may be a formula (one XPath query; images
+    count, so this is a cheap pre-check, not a verdict)."""
     return bool(_SIGNAL(root))
 
 
@@ -136,6 +132,7 @@ def _remove(el: etree._Element) -> None:
 
 
 def _attached(el: etree._Element, root: etree._Element) -> bool:
+    """Still in the document: not removed with an ancestor, not inside a replaced formula."""
     top = el
     for anc in el.iterancestors():
         if anc.tag == MATH_TAG:
@@ -184,26 +181,53 @@ def replace_math(root: lhtml.HtmlElement, delims: TexDelimiters) -> Counter[str]
     not depend on it).
     """
     counts: Counter[str] = Counter()
-    if not _SIGNAL(root):
+    candidates = _CANDIDATES(root)
+    if not candidates:
         return counts
+    root = root.getroottree().getroot()  # a fragment parse still hangs under <html><body>
+    wiki, mjx, data_tex, katex, mj2_rendered, scripts, mathml, imgs = [], [], [], [], [], [], [], []
+    for el in candidates:
+        tag = el.tag
+        if tag == "mjx-container":
+            mjx.append(el)
+            continue
+        if not isinstance(tag, str) or tag.startswith("mjx-"):
+            continue
+        classes = (el.get("class") or "").split()
+        if "mwe-math-element" in classes:
+            wiki.append(el)
+        elif tag in _MATHML_TAGS:
+            if tag == "math":
+                mathml.append(el)
+        elif tag == "script":
+            if (el.get("type") or "").lower().startswith("math/"):
+                scripts.append(el)
+        elif tag == "img":
+            imgs.append(el)
+        elif el.get("data-math") or el.get("data-latex") or el.get("data-tex") \
+                or (el.get("data-entry") and "hurmet-tex" in classes):
+            data_tex.append(el)
+        elif "katex" in classes or "katex-display" in classes:
+            katex.append(el)
+        elif _MJ2_CLASSES.intersection(classes):
+            mj2_rendered.append(el)
 
-    for el in _WIKI(root):
+    for el in wiki:
         if not _attached(el, root):
             continue
-        maths = el.xpath(".//*[local-name()='math']")
+        maths = _MATH_IN(el)
         latex = _math_latex(maths[0]) if maths else ""
         if not latex:
-            imgs = el.xpath(".//img[@alt]")
-            latex = imgs[0].get("alt", "") if imgs else ""
-        display = bool(el.xpath(f".//*[{_cls('mwe-math-mathml-display')} or {_cls('mwe-math-fallback-image-display')}]")) \
-            or bool(maths and _math_display(maths[0])) \
+            alts = [i.get("alt") for i in el.iter("img") if i.get("alt")]
+            latex = alts[0] if alts else ""
+        display = bool(_WIKI_DISPLAY(el)) or bool(maths and _math_display(maths[0])) \
             or (_is_block_alone(el) and el.getparent().tag == "dd")  # ":" indented equation
         latex = unwrap_displaystyle(latex)
         if latex:
             _replace(el, latex, display)
             counts["wikipedia"] += 1
 
-    for el in _MJX(root):
+    for el in mjx:
         if not _attached(el, root):
             continue
         display = (el.get("display") or "").lower() in ("true", "block")
@@ -213,7 +237,7 @@ def replace_math(root: lhtml.HtmlElement, delims: TexDelimiters) -> Counter[str]
                 latex = mm.get("data-latex") or ""
                 break
         if not latex:
-            maths = el.xpath(".//*[local-name()='math']")
+            maths = _MATH_IN(el)
             if maths:
                 m0 = maths[0]
                 latex = m0.get("data-latex") or _math_latex(m0)
@@ -231,7 +255,7 @@ def replace_math(root: lhtml.HtmlElement, delims: TexDelimiters) -> Counter[str]
             _remove(el)
             counts["unrecoverable"] += 1
 
-    for el in _DATA_TEX(root):
+    for el in data_tex:
         if not _attached(el, root):
             continue
         latex = el.get("data-math") or el.get("data-latex") or el.get("data-tex") or el.get("data-entry") or ""
@@ -239,40 +263,34 @@ def replace_math(root: lhtml.HtmlElement, delims: TexDelimiters) -> Counter[str]
             continue
         cls = el.get("class") or ""
         display = bool(re.search(r"block|display", cls)) or el.get("data-display") in ("true", "block", "1")
-        maths = el.xpath(".//*[local-name()='math']")
+        maths = _MATH_IN(el)
         if maths and _math_display(maths[0]):
             display = True
-        if el.tag == "mjx-container":
-            display = (el.get("display") or "").lower() in ("true", "block")
         _replace(el, unwrap_displaystyle(latex), display)
         counts["data_tex"] += 1
 
-    for el in _KATEX(root):
+    for el in katex:
         if not _attached(el, root):
             continue
-        cls = " " + (el.get("class") or "") + " "
-        if " katex " not in cls and " katex-display " not in cls:
-            continue
-        display = " katex-display " in cls
+        display = "katex-display" in (el.get("class") or "").split()
         if not display:
             par = el.getparent()
-            if par is not None and " katex-display " in " " + (par.get("class") or "") + " ":
+            if par is not None and "katex-display" in (par.get("class") or "").split():
                 continue  # handled with its wrapper
         tex = None
-        for math in el.xpath(".//*[local-name()='math']"):
+        for math in _MATH_IN(el):
             tex = tex_annotation(math) or (math.get("alttext") or "").strip() or mathml_to_latex(math)
             if tex:
                 break
         if tex:
             _replace(el, tex, display)
             counts["katex"] += 1
-        elif el.xpath(f".//*[{_cls('katex-html')}]"):
+        elif _KATEX_HTML(el):
             _remove(el)
             counts["unrecoverable"] += 1
 
-    scripts = _MJ2_SCRIPT(root)
     if scripts:
-        for el in _MJ2_RENDERED(root):
+        for el in mj2_rendered:
             if _attached(el, root):
                 _remove(el)
         for el in scripts:
@@ -294,17 +312,36 @@ def replace_math(root: lhtml.HtmlElement, delims: TexDelimiters) -> Counter[str]
             else:
                 _remove(el)
 
-    for math in _MATHML(root):
+    else:
+        # A saved MathJax v2 page without its scripts: the rendered frame keeps the formula's
+        # MathML in data-mathml (or an assistive <math>); the glyph text must not be written.
+        for el in mj2_rendered:
+            if not _attached(el, root) or not _MJ2_FRAMES.intersection((el.get("class") or "").split()):
+                continue
+            mml = el.get("data-mathml") or ""
+            latex = mathml_to_latex(mml) if mml else ""
+            if not latex:
+                maths = _MATH_IN(el)
+                latex = _math_latex(maths[0]) if maths else ""
+            if latex:
+                par = el.getparent()
+                display = 'display="block"' in mml or (par is not None and "MathJax_Display" in (par.get("class") or ""))
+                _replace(el, latex, display)
+                counts["mathjax2"] += 1
+
+    for math in mathml:
         if not _attached(math, root):
             continue
-        latex = _math_latex(math)
+        latex = math.get("data-latex") or _math_latex(math)
         if latex:
             _replace(math, unwrap_displaystyle(latex), _math_display(math))
             counts["mathml"] += 1
         else:
             _remove(math)
 
-    for img in _IMG(root):
+    for img in imgs:
+        if not _attached(img, root):
+            continue
         latex = _img_latex(img)
         if latex:
             cls = img.get("class") or ""
@@ -315,30 +352,39 @@ def replace_math(root: lhtml.HtmlElement, delims: TexDelimiters) -> Counter[str]
     return counts
 
 
+_TEX_QUERY_KEYS = ("latex", "chl", "tex", "formula", "eq", "math", "from", "exp")
+_STRONG_TEX = re.compile(r"\\(frac|sum|int|sqrt|begin|operatorname|alpha|beta|gamma|mathbb|mathrm|mathbf|left|"
+                         r"cdot|le|ge|leq|geq|pi|theta|infty|lim|partial|binom|times|ne|neq)(?![A-Za-z])")
+
+
 def _img_latex(img: etree._Element) -> str:
+    """The TeX an image stands for: from a TeX-rendering service URL, else a TeX ``alt``."""
     src = img.get("src") or img.get("data-src") or ""
-    alt = (img.get("alt") or "").strip()
+    alt = (img.get("alt") or img.get("data-formula") or "").strip()
     cls = img.get("class") or ""
+    if img.get("data-formula"):  # Zhihu: <img class="ztext-math" data-formula="...">
+        return img.get("data-formula", "").strip()
     if src and _TEX_URL.search(src):
-        parts = urlsplit(src)
+        parts = urlsplit(src.replace("&amp;", "&"))
         q = parse_qs(parts.query, keep_blank_values=True)
-        for key in ("latex", "chl", "tex", "formula", "eq"):
-            if q.get(key):
+        for key in _TEX_QUERY_KEYS:
+            if q.get(key) and q[key][0].strip():
                 return q[key][0].strip()
-        if parts.query and "=" not in parts.query.split("&")[0]:
-            return unquote(parts.query.split("&")[0]).strip()
-        if "codecogs" in src and parts.query:
-            return unquote(parts.query).strip()
-        if alt and _TEXISH.search(alt):
-            return alt
+        first = parts.query.split("&")[0]
+        if first and "=" not in first:  # codecogs / mimetex: the whole query is the formula
+            return unquote(first).strip()
+        seg = unquote(parts.path.rsplit("/", 1)[-1])
+        if _TEXISH.search(seg) and "." not in seg[-5:]:  # path-based services (upmath /svg/<tex>)
+            return seg.strip()
+        if alt:  # a TeX service without the formula in its URL (AoPS hashes): the alt holds it
+            return _strip_dollars(alt)
     if src and "%5C" in src.upper():
         seg = unquote(urlsplit(src).path.rsplit("/", 1)[-1])
         if _TEXISH.search(seg):
             return seg.strip()
-    if alt and (_IMG_CLASS.search(cls) or _TEX_URL.search(src)) and (_TEXISH.search(alt) or "latex" in cls.lower()):
+    if alt and _IMG_CLASS.search(cls) and (_TEXISH.search(alt) or re.search(r"\b(latex|tex)\b", cls, re.I)):
         return _strip_dollars(alt)
-    if alt and _TEXISH.search(alt) and re.search(r"\\(frac|sum|int|sqrt|begin|operatorname|alpha|beta|"
-                                                 r"mathbb|mathrm|left|cdot|le|ge|pi|theta|infty)\b", alt):
+    if alt and _TEXISH.search(alt) and _STRONG_TEX.search(alt):
         return _strip_dollars(alt)
     return ""
 

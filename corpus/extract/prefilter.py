@@ -36,9 +36,10 @@ _DOLLAR_RE = re.compile(rb"\$\$[^$<]{1,2000}?\$\$|\$[^$\s<>][^$<>\n]{0,200}?[\\^
 
 
 def math_signal(data: bytes) -> str | None:
-    """The first math marker found in ``data`` (``b"katex"`` → ``"katex"``), or None.
+    """The first math marker found in ``data`` (e.g. ``"mathjax"``, ``"<math"``), or None.
 
-    Markers are reported lowercased; ``"tex"`` stands for a TeX command (or ``\\(``/``\\[``) and ``"dollar"`` for a ``$…$`` pair.
+    Markers are reported lowercased; ``"tex"`` stands for a TeX command (or ``\\(``/``\\[``)
+    and ``"dollar"`` for a ``$…$`` pair.
     """
     low = data.lower()
     m = _MATH_WORD_RE.search(low)

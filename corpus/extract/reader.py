@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from corpus import fs as cfs
 from corpus import schema
 from corpus.errors import InputError, MathcorpusError, ShardError
 
@@ -113,6 +114,12 @@ def list_units(inputs: Sequence[str], fmt: str = "auto", roots: dict[str, str] |
     wanted = ", ".join(_all_suffixes(fmt))
     for inp in inputs:
         found: list[str] = []
+        if cfs.is_remote(inp):  # object storage or the web: WARC and table files (HTML folders: local only)
+            found = _remote_units(inp, fmt)
+            if not found:
+                raise InputError(f"{inp}: no input files found (looked for {wanted}); check the URL")
+            out.extend(found)
+            continue
         magic = glob.has_magic(inp)
         paths = sorted(glob.glob(inp, recursive=True)) if magic else [inp]
         for p in paths:
@@ -142,6 +149,20 @@ def list_units(inputs: Sequence[str], fmt: str = "auto", roots: dict[str, str] |
         out.extend(found)
     seen: set[str] = set()
     return [u for u in out if not (u in seen or seen.add(u))]  # type: ignore[func-returns-value]
+
+
+def _remote_units(inp: str, fmt: str) -> list[str]:
+    """The WARC/table files at a URL: the file itself, or those under an object-storage prefix."""
+    if cfs.protocol(inp) not in ("http", "https") and cfs.isdir(inp):
+        base = inp.rstrip("/")
+        return [f for f in cfs.walk_files(inp)
+                if _wanted(f, fmt) and _fmt_of(f) != "html" and not _hidden(f[len(base) + 1:])]
+    if cfs.exists(inp):
+        if not _wanted(inp.split("?", 1)[0], fmt):
+            raise InputError(f"{inp}: not a file extract reads with --input-format {fmt}; use one of "
+                             f"{', '.join(_all_suffixes(fmt))} (HTML folders must be local)")
+        return [inp]
+    return []
 
 
 def split_unit(unit: str) -> tuple[str, int | None]:
@@ -200,6 +221,8 @@ def _open_warc(path: str) -> Any:
 
     # quirks_mode: real crawls (ClueWeb, old Heritrix) have LF-only HTTP headers and other
     # deviations; strict parsing would drop their records' HTTP metadata.
+    if cfs.is_remote(path):  # fastwarc reads (and detects the compression of) a file object as well
+        return ArchiveIterator(cfs.open_file(path, "rb"), parse_http=False, quirks_mode=True)
     return ArchiveIterator(path, parse_http=False, quirks_mode=True)
 
 
@@ -232,14 +255,21 @@ def iter_warc(path: str, batch_rows: int, counters: Counter, max_bytes: int = 0)
 
     rows = _Rows(batch_rows)
     n = 0
+    headless: tuple[int, str] | None = None  # a record without Content-Length: cut in its headers?
     try:
         for rec in _open_warc(path):
             n += 1
+            if headless is not None:  # something followed it: it was only malformed
+                counters["warc_records.malformed"] += 1
+                headless = None
             rtype = str(rec.record_type).rsplit(".", 1)[-1]
+            declared = _declared_length(rec)
+            if declared is None:
+                headless = (n, f" ({rec.record_id})" if rec.record_id else "")
+                continue
             counters[f"warc_records.{rtype}"] += 1
             if rec.record_type != WarcRecordType.response:
                 continue
-            declared = _declared_length(rec)
             block = rec.reader.read()
             if declared is not None and len(block) < declared:
                 if len(rows):
@@ -285,11 +315,15 @@ def iter_warc(path: str, batch_rows: int, counters: Counter, max_bytes: int = 0)
                          "file or pass --skip-bad-files to keep the records before it", path) from exc
     if len(rows):
         yield rows.take()
+    if headless is not None:
+        raise ShardError(f"{path}: the file is cut off in the headers of WARC record {headless[0]}"
+                         f"{headless[1]}; {headless[0] - 1} complete record(s) before it were read. "
+                         "Re-download the file, or pass --skip-bad-files to keep what was read", path)
 
 
 def check_warc(path: str) -> None:
     """Preflight: the file opens and its first record parses (ShardError otherwise)."""
-    if os.path.getsize(path) == 0:
+    if not cfs.is_remote(path) and os.path.getsize(path) == 0:
         raise ShardError(f"{path}: the file is empty (0 bytes); remove it or pass --skip-bad-files", path)
     try:
         first = next(iter(_open_warc(path)), None)
@@ -334,7 +368,7 @@ def iter_html_unit(unit: str, batch_rows: int, max_bytes: int = 0,
 def _table_batches(path: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
     if path.endswith(".parquet"):
         try:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(cfs.open_file(path, "rb") if cfs.is_remote(path) else path)
         except (pa.ArrowInvalid, OSError) as exc:
             raise ShardError(f"{path}: not a readable Parquet file ({exc}); re-create it or pass "
                              "--skip-bad-files", path) from exc

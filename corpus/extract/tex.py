@@ -9,8 +9,9 @@ prose written ``\\$`` (as OpenWebMath does) so no reader takes it for a delimite
 
 Rules for a single ``$`` (pandoc's, so that "costs $5 and a sandwich $10" stays prose): the
 opening ``$`` is followed by a non-space, the closing ``$`` is preceded by a non-space and not
-followed by a digit, and the formula stays within one paragraph. A formula that starts with a
-digit and reads as words ("5 and more") is rejected too.
+followed by a digit, and the formula stays within one paragraph. The first unescaped ``$``
+after an opener decides: if the pair breaks a rule, the opener is a literal dollar. A formula
+that starts with a digit and reads as words ("5 and more") is rejected too.
 """
 
 from __future__ import annotations
@@ -198,28 +199,24 @@ def find_raw_tex(text: str, delims: TexDelimiters) -> list[tuple[int, int, str, 
             if tok != left:
                 continue
             j = m.end()
-            while True:
-                e = text.find(right, j)
-                if e < 0:
-                    break
-                if right[0] == "$" and text[e - 1] == "\\":
-                    j = e + 1
-                    continue
-                body = text[m.end():e]
-                if left == "$" and right == "$":
-                    if not _plausible_inline_dollar(body, text[e + 1:e + 2]):
-                        if body and (body[-1].isspace() or text[e + 1:e + 2].isdigit()) and "\n\n" not in body:
-                            j = e + 1
-                            continue
-                        break
-                if "\n\n" in body.strip() or not body.strip():
-                    break
-                out.append((s, e + len(right), body.strip(), disp))
-                i = e + len(right)
-                matched = True
+            e = text.find(right, j)
+            while e >= 0 and right[0] == "$" and text[e - 1] == "\\":
+                e = text.find(right, e + 1)
+            if e < 0:
                 break
-            if matched:
+            body = text[m.end():e]
+            # The first closer decides: a rejected pair leaves the opener literal.
+            if left == "$" and right == "$" and not _plausible_inline_dollar(body, text[e + 1:e + 2]):
                 break
+            if "\n\n" in body or not body.strip() or SENTINEL_OPEN in body:
+                break
+            body = body.strip()
+            if left == "$" and body.startswith("latex "):  # WordPress "$latex x^2$" shortcode
+                body = body[6:].strip()
+            out.append((s, e + len(right), body, disp))
+            i = e + len(right)
+            matched = True
+            break
         if not matched:
             i = s + len(tok)
     return out
@@ -284,8 +281,9 @@ def finalize_text(text: str, formulas: Sequence[tuple[str, bool]],
     # Tidy: display formulas on their own line without stray spaces; at most one blank line.
     out = re.sub(r"[ \t]+\n", "\n", out)
     out = re.sub(r"\n[ \t]+(?=\$\$)", "\n", out)
+    out = re.sub(r"(?<=\$\$\n)[ \t]+", "", out)
     out = re.sub(r"\n{3,}", "\n\n", out)
-    return out.strip("\n") + ("\n" if out.endswith("\n") else ""), counts
+    return out.strip("\n"), counts
 
 
 def _plain_formula(m: re.Match[str], formulas: Sequence[tuple[str, bool]]) -> str:
@@ -300,9 +298,6 @@ def _finalize_prose(prose: str, formulas: Sequence[tuple[str, bool]], delims: Te
     out: list[str] = []
     pos = 0
     for s, e, latex, disp in find_raw_tex(prose, delims):
-        # A raw formula that swallowed a DOM formula sentinel is not raw TeX.
-        if SENTINEL_OPEN in latex:
-            continue
         out.append(escape_dollars(prose[pos:s]))
         latex = _clean_formula(latex, disp)
         if latex:

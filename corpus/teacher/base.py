@@ -19,7 +19,7 @@ from typing import Any
 
 import xxhash
 
-from corpus.errors import ConfigError
+from corpus.errors import ConfigError, MathcorpusError
 
 # Qwen's ChatML, used when a tokenizer carries no chat template of its own (the bundled
 # Qwen2.5 tokenizer files ship without one, and so do many base models).
@@ -103,6 +103,26 @@ class Engine(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
         ...
+
+    def generate_each(self, requests: Sequence[GenRequest]) -> list[GenResult | MathcorpusError]:
+        """Like :meth:`generate`, but a request that fails comes back as its error, in its place.
+
+        For callers that record a failed request and go on (the decontam judge). This
+        default asks the whole batch, then one by one if the batch failed; backends that
+        can tell requests apart override it.
+        """
+        try:
+            return list(self.generate(requests))
+        except MathcorpusError as exc:
+            if len(requests) == 1:
+                return [exc]
+        out: list[GenResult | MathcorpusError] = []
+        for r in requests:
+            try:
+                out.extend(self.generate([r]))
+            except MathcorpusError as exc:
+                out.append(exc)
+        return out
 
     def close(self) -> None:
         """Free the model (GPU memory, connections)."""

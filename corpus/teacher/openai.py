@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from corpus.errors import ConfigError, FatalError
+from corpus.errors import ConfigError, FatalError, MathcorpusError
 from corpus.teacher.base import Completion, Engine, GenRequest, GenResult, derive_seed
 
 
@@ -166,7 +166,7 @@ class OpenAIEngine(Engine):
                 raise FatalError(f"{self.url}: server keeps returning fewer than n={want} choices")
         return GenResult(key=req.key, completions=comps, prompt_tokens=prompt_tokens)
 
-    async def agenerate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+    async def _run_all(self, requests: Sequence[GenRequest], one: Any) -> list[Any]:
         import httpx
 
         headers = {"Content-Type": "application/json"}
@@ -178,21 +178,42 @@ class OpenAIEngine(Engine):
         sem = asyncio.Semaphore(self.concurrency)
         async with httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits,
                                      transport=self.transport) as client:
-            return list(await asyncio.gather(*(self._one(client, sem, r) for r in requests)))
+            return list(await asyncio.gather(*(one(client, sem, r) for r in requests)))
+
+    async def agenerate_each(self, requests: Sequence[GenRequest]) -> list[GenResult | MathcorpusError]:
+        """Every request on its own: one that fails after its retries comes back as its error."""
+        async def one(client: Any, sem: asyncio.Semaphore, r: GenRequest) -> GenResult | MathcorpusError:
+            try:
+                return await self._one(client, sem, r)
+            except MathcorpusError as exc:
+                return exc
+
+        return await self._run_all(requests, one)
+
+    async def agenerate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+        return await self._run_all(requests, self._one)
 
     def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
         if not requests:
             return []
+        return self._sync(self.agenerate, requests)
+
+    def generate_each(self, requests: Sequence[GenRequest]) -> list[GenResult | MathcorpusError]:
+        if not requests:
+            return []
+        return self._sync(self.agenerate_each, requests)
+
+    def _sync(self, coro: Any, requests: Sequence[GenRequest]) -> Any:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.agenerate(requests))
+            return asyncio.run(coro(requests))
         # called from inside an event loop (a notebook): run ours in a helper thread
         box: dict[str, Any] = {}
 
         def runner() -> None:
             try:
-                box["out"] = asyncio.run(self.agenerate(requests))
+                box["out"] = asyncio.run(coro(requests))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 box["err"] = exc
 

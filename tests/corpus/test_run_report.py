@@ -79,7 +79,7 @@ def test_report_json_holds_funnel_contamination_export_and_links(run_dir: Path) 
     for s in (dedup, dec, exp):
         assert s["docs_in"] == s["kept"] + s["removed"] == s["kept"] + sum(s["removed_by_reason"].values())
         assert s["seconds"] > 0 and s["tasks"] >= 1
-    assert rep["totals"] == {"steps": 4, "docs_in": 129, "docs_out": exp["kept"],
+    assert rep["totals"] == {"steps": 4, "first_stage": "dedup", "docs_in": 129, "docs_out": exp["kept"],
                              "removed": dedup["removed"] + dec["removed"], "tokens": rep["exports"][0]["tokens"],
                              "seconds": pytest.approx(sum(s["seconds"] for s in rep["stages"]), abs=0.01)}
     # contamination: the planted pages quote GSM8K, MATH and CMATH items
@@ -92,7 +92,7 @@ def test_report_json_holds_funnel_contamination_export_and_links(run_dir: Path) 
     links = {ln["title"]: ln for ln in dec["links"]}
     assert links["decontam report"]["href"] == "02-decontam/_report/report.html"
     assert (run_dir / links["decontam report"]["href"]).is_file()
-    assert links["output"]["href"] == "02-decontam/" and links["removed"]["href"] == "02-decontam/_removed/"
+    assert links["output"]["href"] == "02-decontam/" and links["removed"]["href"] == "02-decontam/_report/removed/"
     # export: tokens by source before and after the mix (web x2, qa x0.5)
     (x,) = rep["exports"]
     m = json.loads((run_dir / "03-export" / "manifest.json").read_text())
@@ -210,7 +210,7 @@ def test_page_in_headless_chromium(run_dir: Path) -> None:
                 for k in ("items", "items_found", "docs_removed"):
                     assert _num(row.locator(f'td[data-k="{k}"]').inner_text()) == b[k], (name, k)
                 assert _num(row.locator('td[data-k="pct_touched"]').inner_text()) == round(b["pct_touched"], 2)
-                bar = page.locator(f'#chart-contam-0 rect.bar-a[data-label="{name}"]')
+                bar = page.locator(f'#chart-contam-0 rect.bar[data-label="{name}"]')
                 assert float(bar.get_attribute("data-value")) == b["pct_touched"]
                 assert (float(bar.get_attribute("width")) > 0) == (b["items_found"] > 0)
             # tokens by source before and after the mix, and the sources table

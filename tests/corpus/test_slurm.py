@@ -7,6 +7,7 @@ Where the packages are missing or we are not root the tests are skipped with the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -18,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from corpus import slurm
-from tests.corpus.test_pipeline import tree_digest
+from corpus.pipeline import pipeline_status
+from tests.corpus.test_pipeline import tree_digest as _tree_digest
 from tests.slurm.cluster import PARTITION, Cluster, missing_reason
 
 BIN = Path(sys.executable).parent
@@ -31,6 +33,40 @@ def test_memory_is_rendered_in_whole_megabytes() -> None:
     assert slurm.mem_mb(1.5) == 1536
     assert slurm.mem_mb(0.3) == 307
     assert slurm.mem_mb(0.0001) == 1
+
+
+def test_deferred_stages_prepare_by_one_rule_on_any_executor(tmp_path: Path) -> None:
+    """A stage whose input an earlier submitted stage has yet to write: preparation that does not
+    read the input runs in the driver at planning (decontam's index); one that does (export's
+    engine choice) becomes the stage's first job. Same plan on every executor: run here locally."""
+    from corpus.export.stage import ExportConfig, ExportStage
+    from corpus.passthrough import CopyStage
+    from corpus.runner import RunOptions, plan_stage, run_stage
+    from decontam.stage import DecontamConfig, DecontamStage
+
+    later = tmp_path / "copied"  # does not exist while the next stages are planned
+    opts = RunOptions(tasks=2)
+    dec = DecontamStage(DecontamConfig(benchmarks="pretrain"))
+    dplan = plan_stage(dec, [str(later)], str(tmp_path / "dec"), opts, deferred_inputs=True)
+    assert dplan.phase_names[0] == "map" and dec.index_path and os.path.isdir(dec.index_path)
+    exp = ExportStage(ExportConfig(format="megatron", seq_len=256, seed=0))
+    eplan = plan_stage(exp, [str(later)], str(tmp_path / "exp"), opts, deferred_inputs=True)
+    assert eplan.phase_names[0] == "prepare" and exp.engine_choice is None
+    run_stage(CopyStage(CopyStage.Config()), ["demo/planted/"], str(later), RunOptions())
+    for ex in dplan.executors + eplan.executors:
+        ex.run()
+    assert json.loads((tmp_path / "exp" / "_run" / "config.json").read_text())["fingerprint"]["deferred"] is True
+    # the same export planned with its input present prepares in the driver; same shards
+    direct = run_stage(ExportStage(ExportConfig(format="megatron", seq_len=256, seed=0)), [str(later)],
+                       str(tmp_path / "exp2"), opts)
+    assert direct["docs_in"] == json.loads((tmp_path / "exp" / "_run" / "summary.json").read_text())["docs_in"]
+    for f in ("tokens-00000.bin", "tokens-00000.idx"):
+        assert (tmp_path / "exp" / f).read_bytes() == (tmp_path / "exp2" / f).read_bytes()
+    assert json.loads((tmp_path / "dec" / "_run" / "summary.json").read_text())["removed"] > 0
+    # a rerun keeps the layout it was submitted with (the tasks and phases that finished are reused)
+    again = plan_stage(ExportStage(ExportConfig(format="megatron", seq_len=256, seed=0)), [str(later)],
+                       str(tmp_path / "exp"), opts)
+    assert again.skipped_summary is not None
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +96,18 @@ def mc(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
 
 
 def status(folder: Path) -> list[dict]:
-    r = mc("pipeline", "status", str(folder), "--json")
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)["steps"]
+    """`pipeline status` in-process (polled often; the CLI's own output is checked once per test)."""
+    return pipeline_status(str(folder))["steps"]
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """Data files' sha256, the HTML report's too (with the run's own folder name taken out)."""
+    out = _tree_digest(folder)
+    for p in folder.rglob("*.html"):
+        rel = p.relative_to(folder).as_posix()
+        if rel in out:
+            out[rel] = hashlib.sha256(p.read_bytes().replace(str(folder).encode(), b"<WORKDIR>")).hexdigest()
+    return out
 
 
 def wait_until(pred, what: str, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
@@ -116,6 +161,8 @@ def test_stage_command_submits_and_is_watched(cluster: Cluster, tmp_path: Path) 
 
     wait_until(done, "the decontam jobs")
     assert seen & {"pending", "running"}
+    human = mc("pipeline", "status", str(out))
+    assert human.returncode == 0 and human.stdout.startswith("decontam ") and " complete " in human.stdout
     summary = json.loads((out / "_run" / "summary.json").read_text())
     assert summary["docs_in"] == summary["kept"] + summary["removed"] and summary["removed"] > 0
     # the same command after the jobs ended prints the usual summary
@@ -149,7 +196,8 @@ def test_pipeline_on_slurm_matches_local_and_resumes_after_scancel(cluster: Clus
     assert st[1]["slurm"]["slurm_log"].startswith(str(sl / "01-decontam" / "_logs" / "map" / "slurm_logs"))
     assert st[2]["state"] == "blocked"
     human = mc("pipeline", "status", str(sl))
-    assert "decontam" in human.stdout and "CANCELLED" in human.stdout and "slurm_logs" in human.stdout
+    assert "decontam" in human.stdout and "CANCELLED" in human.stdout and "slurm_logs" in human.stdout, \
+        human.stdout + human.stderr
     # rerun the same command: dedup is not resubmitted, the jobs stuck behind the cancelled one are
     # cancelled, and --wait follows the new ones to the usual report
     r = mc(*args, "--wait")

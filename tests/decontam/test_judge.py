@@ -27,7 +27,7 @@ from decontam.benchmarks import load_bundled
 from decontam.judge import (CLEAN, CONTAMINATED, JUDGE_ERROR, CallBudget, combine, list_templates, load_template,
                             parse_template, passage, topk_cosine)
 from tests.conftest import write_jsonl
-from tests.teacher_server import FakeOpenAI
+from tests.teacher_server import FakeOpenAI, ServedModel
 
 TAIL = " Explain how a student might set up this kind of exercise in class and what mistakes are common."
 HORSE_FAR = ("A horse 40 feet from the center of a carousel makes 30 revolutions. To go the same distance, how many "
@@ -57,6 +57,7 @@ def records() -> list[dict[str, Any]]:
     ]
     for r in rows:
         r["answer"] = "42"
+        r["text"] = r["question"] + "\n" + r["answer"]
         r["source"] = "sft"
     return rows
 
@@ -97,15 +98,36 @@ def run(args: list[str]) -> tuple[int, str, str]:
     return res.exit_code, res.stdout, res.stderr
 
 
+@pytest.fixture(scope="module")
+def pretrain_index(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The pretrain index, built once for this module's runs."""
+    from decontam.benchmarks import load_benchmarks
+    from decontam.index import build_index
+
+    path = tmp_path_factory.mktemp("idx") / "pretrain"
+    build_index(load_benchmarks("pretrain"), profile="pretrain").save(str(path))
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def _index(pretrain_index: str) -> None:
+    global INDEX
+    INDEX = pretrain_index
+
+
+INDEX = ""
+
+
 def base(sft: Path, out: Path, rep: Path, fake: FakeOpenAI, *extra: str) -> list[str]:
-    return ["decontam", "run", str(sft), "-o", str(out), "--benchmarks", "pretrain", "--text-fields", "question",
+    return ["decontam", "run", str(sft), "-o", str(out), "--index", INDEX, "--text-fields", "question",
             "--report", str(rep), "--fuzzy", "--judge", "--judge-engine", "openai", "--judge-model", "judge-m",
             "--judge-base-url", fake.base_url, "--judge-max-retries", "0", *extra]
 
 
 def judged(rep: Path) -> dict[str, dict[str, Any]]:
+    """Judge-tier rows of matches.parquet by ``doc_id/item_id``."""
     m = pl.read_parquet(rep / "matches.parquet").filter(pl.col("tier") == "judge")
-    return {r["doc_id"]: r for r in m.iter_rows(named=True)}
+    return {f"{r['doc_id']}/{r['item_id']}": r for r in m.iter_rows(named=True)}
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -114,23 +136,25 @@ def test_judge_tier_selects_candidates_and_reports_exactly(judge: FakeOpenAI, sf
     code, out, err = run(base(sft, tmp_path / "out", rep, judge))
     assert code == 0, err
     j = judged(rep)
-    # candidates: the four exact pairs in the band and the fuzzy one; not 'low' (below the floor),
-    # not 'verbatim' (already removed), not 'clean' (no cheap-tier hit)
-    assert sorted(j) == ["fail", "half-no", "half-yes", "horse", "rev"]
-    assert {k: (v["judge_source"], v["benchmark"], v["item_id"]) for k, v in j.items()} == {
-        "half-yes": ("exact", "math", "1"), "half-no": ("exact", "math", "5"), "rev": ("exact", "math", "10"),
-        "fail": ("exact", "math", "1"), "horse": ("fuzzy", "math", "468")}
+    # candidates: the four exact pairs in the band (ratio 0.3-0.6) and the fuzzy-tier candidates
+    # (number-masked ratio 0.6-0.9: the paraphrase of item 468, and item 631 that shares its
+    # template with half-no); not 'low' (ratio below the floor), not 'verbatim' (removed by the
+    # exact tier, its fuzzy neighbours are skipped), not 'clean' (no cheap-tier hit)
+    assert {k: v["judge_source"] for k, v in j.items()} == {
+        "half-yes/1": "exact", "half-no/5": "exact", "rev/10": "exact", "fail/1": "exact", "horse/468": "fuzzy",
+        "half-no/631": "fuzzy"}
     assert {k: v["judge_verdict"] for k, v in j.items()} == {
-        "half-yes": CONTAMINATED, "half-no": CLEAN, "rev": CLEAN, "fail": JUDGE_ERROR, "horse": JUDGE_ERROR}
-    assert j["half-yes"]["judge_answer"] == "Problem B restates Problem A.\nVerdict: yes"
-    assert j["horse"]["judge_answer"] == "Both are about horses, I think."
-    assert j["fail"]["judge_answer"] is None
-    assert all(v["judge_template"] == "reword@v1" for v in j.values())
-    assert [k for k, v in j.items() if v["contaminated"]] == ["half-yes"]
-    assert [k for k, v in j.items() if v["removed"]] == ["half-yes"]
-    assert 0.3 <= j["half-no"]["lcs_ratio"] <= 0.6 and 0.6 <= j["horse"]["lcs_ratio"] <= 0.9
+        "half-yes/1": CONTAMINATED, "half-no/5": CLEAN, "rev/10": CLEAN, "fail/1": JUDGE_ERROR,
+        "horse/468": JUDGE_ERROR, "half-no/631": CLEAN}
+    assert j["half-yes/1"]["judge_answer"] == "Problem B restates Problem A.\nVerdict: yes"
+    assert j["horse/468"]["judge_answer"] == "Both are about horses, I think."
+    assert j["fail/1"]["judge_answer"] is None
+    assert all(v["judge_template"] == "reword@v1" and v["benchmark"] == "math" for v in j.values())
+    assert [k for k, v in j.items() if v["contaminated"]] == ["half-yes/1"]
+    assert [k for k, v in j.items() if v["removed"]] == ["half-yes/1"]
+    assert 0.3 <= j["half-no/5"]["lcs_ratio"] < 0.6 and 0.6 <= j["horse/468"]["lcs_ratio"] <= 0.9
     # one request per judged pair, item first; the prompt carries the item and the record
-    assert len(judge.requests) == 5
+    assert len(judge.requests) == 6
     a, b = _problems(next(r for r in judge.requests if "[JUDGE:no]" in r["messages"][-1]["content"]))
     assert a == q("5") and b == records()[1]["question"]
     assert all(r["model"] == "judge-m" and r["temperature"] == 0.0 and r["n"] == 1 for r in judge.requests)
@@ -139,23 +163,65 @@ def test_judge_tier_selects_candidates_and_reports_exactly(judge: FakeOpenAI, sf
     assert removed == [("half-yes", "decontam-judge:math"), ("verbatim", "decontam:math")]
     s = json.loads((rep / "summary.json").read_text())
     js = s["judge"]
-    assert js["verdicts"] == {CONTAMINATED: 1, CLEAN: 2, JUDGE_ERROR: 2} and js["judge_errors"] == 2
-    assert js["calls"]["sent"] == 5 and js["calls"]["failed"] == 1 and js["calls"]["cached"] == 0
-    f = js["funnel"]
-    assert f["pairs_judged"] == 5 and f["below_floor_exact"] == 1 and f["skipped_removed"] >= 1
-    assert f["seen_exact"] == 5 and 0 < f["prefiltered_share"] < 1
+    assert js["verdicts"] == {CONTAMINATED: 1, CLEAN: 3, JUDGE_ERROR: 2} and js["judge_errors"] == 2
+    assert js["calls"] == {"sent": 6, "failed": 1, "cached": 0, "shared": 0, "needed": 0}
+    # seen: 5 unconfirmed exact pairs + 6 unconfirmed fuzzy LSH pairs; decided without a call:
+    # 1 + 2 below the floors, 2 of the verbatim record (already removed)
+    assert js["funnel"] == {"seen_exact": 5, "below_floor_exact": 1, "seen_fuzzy": 6, "below_floor_fuzzy": 2,
+                            "seen_embed": 0, "candidates": 8, "skipped_removed": 2, "duplicates": 0,
+                            "pairs_judged": 6, "prefiltered_share": round(1 - 6 / 11, 6)}
     assert js["template"] == "reword@v1" and js["model"] == "judge-m" and js["action"] == "drop"
     assert s["docs_removed"] == 2 and s["docs_in"] == 8
-    assert ("judge tier (reword@v1, judge-m): 5 pair(s) judged of" in out
-            and "1 contaminated, 2 clean, 2 judge_error; 5 call(s) sent, 0 answer(s) from cache" in out)
+    assert ("judge tier (reword@v1, judge-m): 6 pair(s) judged of 8 candidate(s): 1 contaminated, 3 clean, "
+            "2 judge_error; 6 call(s) sent, 0 answer(s) from cache") in out
     # the terminal report shows the tier and its errors
     code, text, _ = run(["decontam", "report", str(rep)])
     assert code == 0
-    assert "judge tier: 1 of 5 pairs confirmed" in text
-    assert "Judge tier (reword@v1, judge-m): 5 pairs judged: 1 contaminated, 2 clean, 2 judge_error (never counted " \
-           "clean); 5 calls sent, 0 from cache" in text
-    code, text, _ = run(["decontam", "report", str(rep), "--tier", "judge", "--show", "5", "--verdict", "all"])
+    assert "judge tier: 1 of 6 pairs confirmed" in text
+    assert ("Judge tier (reword@v1, judge-m): 6 pairs judged: 1 contaminated, 3 clean, 2 judge_error (never counted "
+            "clean); 6 calls sent, 0 from cache, 1 failed; pre-filters decided 45.5% of 11 unconfirmed pairs without "
+            "a call") in " ".join(text.split())
+    code, text, _ = run(["decontam", "report", str(rep), "--tier", "judge", "--show", "6", "--verdict", "all"])
     assert code == 0 and "tier judge" in text and "verdict judge_error" in text
+    assert "judge answer: Both are about horses, I think." in text
+    assert "judge answer: (no answer: the call failed)" in text
+    check_html_in_chromium(rep, tmp_path / "report.html", s)
+
+
+def check_html_in_chromium(rep: Path, page_path: Path, summary: dict[str, Any]) -> None:
+    """The HTML report shows the judge tier: its line, the tier filter, verdicts and answers; no network."""
+    from playwright.sync_api import sync_playwright
+
+    code, _, err = run(["decontam", "report", str(rep), "--html", str(page_path)])
+    assert code == 0, err
+    problems: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(page_path.as_uri())
+            page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+            rules = page.inner_text("#rules")
+            assert "judge tier: 1 of 6 pairs confirmed" in rules
+            assert ("judge tier (reword@v1, judge-m): 6 pairs judged: 1 contaminated, 3 clean, 2 judge_error (never "
+                    "counted clean); 6 calls sent, 0 from cache") in rules
+            page.select_option("#pair-tier", "judge")
+            assert page.get_attribute("#pair-count", "data-shown") == "6"
+            assert page.locator("#pairs .tag.verdict.judge_error").count() == 2
+            assert page.locator("#pairs .tag.verdict.contaminated").count() == 1
+            answers = page.eval_on_selector_all("#pairs .answer", "els => els.map(e => e.textContent)")
+            assert "judge answer: Both are about horses, I think." in answers
+            assert "judge answer: (no answer: the call failed)" in answers
+            assert int(page.inner_text("#kpi-docs-removed")) == summary["docs_removed"]
+        finally:
+            browser.close()
+    assert problems == []
+    assert all(u.startswith("file://") for u in requests), requests
 
 
 def test_both_ways_and_cache(judge: FakeOpenAI, sft: Path, tmp_path: Path) -> None:
@@ -165,20 +231,21 @@ def test_both_ways_and_cache(judge: FakeOpenAI, sft: Path, tmp_path: Path) -> No
     assert code == 0, err
     j = judged(rep)
     # reverse-yes is only yes with the record first: contaminated when both ways are asked
-    assert j["rev"]["judge_verdict"] == CONTAMINATED and j["half-no"]["judge_verdict"] == CLEAN
-    assert json.loads(j["rev"]["judge_answer"]) == ["Problem B restates Problem A.\nVerdict: no",
-                                                    "Problem B restates Problem A.\nVerdict: yes"]
-    assert len(judge.requests) == 10  # two per pair
+    assert j["rev/10"]["judge_verdict"] == CONTAMINATED and j["half-no/5"]["judge_verdict"] == CLEAN
+    assert json.loads(j["rev/10"]["judge_answer"]) == ["Problem B restates Problem A.\nVerdict: no",
+                                                       "Problem B restates Problem A.\nVerdict: yes"]
+    assert len(judge.requests) == 12  # two per pair
     firsts = [_problems(r)[0] for r in judge.requests]
-    assert sum("[JUDGE:" in a for a in firsts) == 5  # five asked with the record first
-    # a second run over the same data with the same cache sends no request at all
+    assert sum("[JUDGE:" in a for a in firsts) == 6  # six asked with the record first
+    # a second run over the same data with the same cache sends only what is not cached
     n = len(judge.requests)
     code, out, err = run(base(sft, tmp_path / "out2", tmp_path / "rep2", judge, "--judge-both-ways",
                               "--judge-cache", str(cache)))
     assert code == 0, err
-    # only the failed call (HTTP 400) is asked again: failures are never cached
-    assert len(judge.requests) - n == 1 and "[JUDGE:fail]" in judge.requests[-1]["messages"][-1]["content"]
-    assert "1 call(s) sent, 9 answer(s) from cache" in out
+    # only the failed pair (HTTP 400, both ways) is asked again: failures are never cached
+    assert len(judge.requests) - n == 2
+    assert all("[JUDGE:fail]" in r["messages"][-1]["content"] for r in judge.requests[-2:])
+    assert "2 call(s) sent, 10 answer(s) from cache" in out
     assert {k: v["judge_verdict"] for k, v in judged(tmp_path / "rep2").items()} == \
         {k: v["judge_verdict"] for k, v in j.items()}
     # the dry run counts what a run would send and sends nothing
@@ -186,27 +253,27 @@ def test_both_ways_and_cache(judge: FakeOpenAI, sft: Path, tmp_path: Path) -> No
     code, out, err = run(base(sft, tmp_path / "out3", tmp_path / "rep3", judge, "--judge-both-ways",
                               "--judge-cache", str(cache), "--dry-run"))
     assert code == 0, err
-    assert out.startswith("decontam --dry-run: 1 judge call(s) would be sent for 5 pair(s) (2 way(s) each; "
-                          "9 answer(s) already cached) over 8 document(s); nothing was sent or written")
+    assert out.startswith("decontam --dry-run: 2 judge call(s) would be sent for 6 pair(s) (2 way(s) each; "
+                          "10 answer(s) already cached) over 8 document(s); nothing was sent or written")
     assert len(judge.requests) == n and not (tmp_path / "out3").exists() and not (tmp_path / "rep3").exists()
 
 
 def test_budget_stops_before_exceeding_and_resumes(judge: FakeOpenAI, sft: Path, tmp_path: Path) -> None:
     out, rep = tmp_path / "out", tmp_path / "rep"
     code, text, err = run(base(sft, out, rep, judge, "--dry-run", "--judge-max-calls", "3"))
-    assert code == 0 and "5 judge call(s) would be sent" in text
+    assert code == 0 and "6 judge call(s) would be sent" in text
     assert "that is more than --judge-max-calls 3: the run would stop after 3 call(s)" in text
     code, _, err = run(base(sft, out, rep, judge, "--judge-max-calls", "3"))
     assert code == 1
-    assert ("decontam: --judge-max-calls 3 reached: this run sent 3 judge call(s) and 2 more are needed for this "
-            "batch alone; nothing past the budget was sent.") in err
+    assert ("decontam: --judge-max-calls 3 reached: this run sent 3 judge call(s) and 3 more are needed for this "
+            "batch alone; nothing past the budget was sent.") in " ".join(err.split())
     assert len(judge.requests) == 3
     # the same command again resumes: cached answers are reused, only the two others are sent
     code, text, err = run(base(sft, out, rep, judge, "--judge-max-calls", "3"))
     assert code == 0, err
-    assert len(judge.requests) == 5
-    assert "2 call(s) sent, 3 answer(s) from cache" in text
-    assert judged(rep)["half-yes"]["judge_verdict"] == CONTAMINATED
+    assert len(judge.requests) == 6
+    assert "3 call(s) sent, 3 answer(s) from cache" in text
+    assert judged(rep)["half-yes/1"]["judge_verdict"] == CONTAMINATED
 
 
 def test_action_report_keeps_records_and_diff_shows_the_tier(judge: FakeOpenAI, sft: Path, tmp_path: Path) -> None:
@@ -215,8 +282,8 @@ def test_action_report_keeps_records_and_diff_shows_the_tier(judge: FakeOpenAI, 
                             "--judge-action", "report"))
     assert code == 0, err
     s = json.loads((tmp_path / "r1" / "summary.json").read_text())
-    assert s["docs_removed"] == 1 and judged(tmp_path / "r1")["half-yes"]["contaminated"]
-    assert not judged(tmp_path / "r1")["half-yes"]["removed"]
+    assert s["docs_removed"] == 1 and judged(tmp_path / "r1")["half-yes/1"]["contaminated"]
+    assert not judged(tmp_path / "r1")["half-yes/1"]["removed"]
     code, _, err = run(base(sft, tmp_path / "o2", tmp_path / "r2", judge, "--judge-cache", cache))
     assert code == 0, err
     code, out, _ = run(["decontam", "diff", str(tmp_path / "r1"), str(tmp_path / "r2"), "--tier", "judge", "--json"])
@@ -226,6 +293,43 @@ def test_action_report_keeps_records_and_diff_shows_the_tier(judge: FakeOpenAI, 
     assert d["docs_removed"] == [1, 2]
     code, out, _ = run(["decontam", "diff", str(tmp_path / "r1"), str(tmp_path / "r2")])
     assert code == 0 and "judge" in out
+
+
+def test_judge_in_a_pipeline_file(judge: FakeOpenAI, sft: Path, tmp_path: Path) -> None:
+    import yaml
+
+    opts = {"index": INDEX, "text_fields": ["question"], "fuzzy": True, "judge": True, "judge_engine": "openai",
+            "judge_base_url": judge.base_url, "judge_model": "judge-m", "judge_max_retries": 0,
+            "judge_template": "numbers@v1"}
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(yaml.safe_dump({"workdir": str(tmp_path / "w"), "inputs": [str(sft)],
+                                    "stages": [{"name": "decontam", "stage": "decontam", "options": opts}]}))
+    code, _, err = run(["pipeline", "run", str(pipe)])
+    assert code == 0, err
+    [summary] = list((tmp_path / "w").rglob("_report/summary.json"))
+    js = json.loads(summary.read_text())["judge"]
+    assert js["template"] == "numbers@v1" and js["calls"]["sent"] == 6 and len(judge.requests) == 6
+    assert "same solution steps solve both" in judge.requests[0]["messages"][0]["content"]
+    opts["judge_modle"] = "x"
+    pipe.write_text(yaml.safe_dump({"workdir": str(tmp_path / "w2"), "inputs": [str(sft)],
+                                    "stages": [{"name": "decontam", "stage": "decontam", "options": opts}]}))
+    code, _, err = run(["pipeline", "run", str(pipe)])
+    assert code == 2 and "'judge_modle'" in err and "did you mean 'judge_model'?" in err
+
+
+def test_a_judge_that_answers_nothing_stops_the_run(sft: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port with nobody listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = ["decontam", "run", str(sft), "-o", str(tmp_path / "o"), "--index", INDEX, "--text-fields", "question",
+            "--report", str(tmp_path / "r"), "--fuzzy", "--judge", "--judge-model", "m", "--judge-base-url",
+            f"http://127.0.0.1:{port}/v1", "--judge-max-retries", "0"]
+    code, _, err = run(args)
+    assert code == 1
+    assert "decontam: all 6 judge calls of a batch failed; first error: http://127.0.0.1:" in err
+    assert "connection failed" in err and "fix the judge engine and rerun" in " ".join(err.split())
 
 
 def test_judge_config_errors(sft: Path, tmp_path: Path) -> None:
@@ -240,6 +344,26 @@ def test_judge_config_errors(sft: Path, tmp_path: Path) -> None:
                                         "reword@v1")
     code, _, err = run(["decontam", "run", str(sft), "-o", str(tmp_path / "o"), "--dry-run"])
     assert code == 2 and "--dry-run counts the calls of the judge tier; add --judge" in err
+
+
+def test_judge_through_a_real_server(transformers_server: ServedModel, sft: Path, tmp_path: Path) -> None:
+    """`transformers serve` with a tiny random model: every answer is read, none has a verdict line,
+    so every pair is judge_error and none is counted clean."""
+    srv = transformers_server
+    before = srv.chat_requests()
+    rep = tmp_path / "rep"
+    args = ["decontam", "run", str(sft), "-o", str(tmp_path / "out"), "--index", INDEX, "--text-fields", "question",
+            "--report", str(rep), "--fuzzy", "--judge", "--judge-engine", "openai", "--judge-model", srv.model,
+            "--judge-base-url", srv.base_url, "--judge-max-tokens", "8", "--judge-concurrency", "2"]
+    code, out, err = run(args)
+    assert code == 0, err
+    j = judged(rep)
+    assert len(j) == 6 and all(v["judge_verdict"] == JUDGE_ERROR for v in j.values())
+    assert all(isinstance(v["judge_answer"], str) and not v["contaminated"] for v in j.values())
+    js = json.loads((rep / "summary.json").read_text())["judge"]
+    assert js["verdicts"] == {CONTAMINATED: 0, CLEAN: 0, JUDGE_ERROR: 6} and js["calls"]["sent"] == 6
+    assert js["calls"]["failed"] == 0
+    assert srv.wait_logged(before + 6) - before == 6
 
 
 # ----------------------------------------------------------------------------- pure parts

@@ -143,3 +143,24 @@ def test_annotate_cli_reports_grades_and_errors(tmp_path: Path, fake_openai: Fak
     assert res.exit_code == 0, res.output
     assert "grades: 0: 1, 1: 0, 2: 1, 3: 0, 4: 0, 5: 1; unreadable answers: 3 (score_missing 1, score_invalid 1, " \
            "score_ambiguous 1, truncated 0)" in res.output
+
+
+def test_annotate_through_transformers_serve_counts_garbage_as_errors(tmp_path: Path,
+                                                                      transformers_server: Any) -> None:
+    """A real server (``transformers serve`` of a tiny random model) answers with noise: every
+    answer must be counted as an unreadable grade, none read as a score."""
+    srv = transformers_server
+    src = write_jsonl(tmp_path / "pages.jsonl", DOCS[:3])
+    before = srv.chat_requests()
+    cfg = SynthConfig.from_mapping({"task": "annotate", "model": srv.model, "engine": "openai",
+                                    "base_url": srv.base_url, "max_tokens": 8, "temperature": 0.0,
+                                    "max_retries": 0, "concurrency": 1})
+    s = run_stage(SynthStage(cfg), [str(src)], str(tmp_path / "out"), RunOptions())
+    assert srv.wait_logged(before + 3) == before + 3
+    c = s["counters"]
+    assert s["docs_in"] == 3 and s["kept"] == 0 and s["removed"] == 3 and c["samples_generated"] == 3
+    assert sum(c.get(f"verdict:{v}", 0) for v in ("score_missing", "score_invalid", "score_ambiguous",
+                                                   "truncated")) == 3
+    assert not any(k.startswith("score:") for k in c)
+    rejected = read_table(str(tmp_path / "out" / "_side" / "synth_rejected")).to_pylist()
+    assert len(rejected) == 3 and all(r[schema.SYNTH_SCORE] is None for r in rejected)

@@ -199,7 +199,7 @@ def test_stage_pickles_without_heavy_state(tmp_path: Path, fake_openai: FakeOpen
     ({"task": "solve", "model": "m", "select": "rm"}, "synth: select=rm needs a reward model; pass --rm-url"),
     ({"task": "solve", "model": "m", "n": 0}, "synth: n must be at least 1, got 0"),
     ({"task": "solve"}, "config: missing required key(s) model for synth"),
-    ({"task": "solv", "model": "m"}, "config: key 'task' must be one of rewrite, qa, solve, got 'solv'; did you "
+    ({"task": "solv", "model": "m"}, "config: key 'task' must be one of rewrite, qa, solve, annotate, got 'solv'; did you "
                                      "mean 'solve'?"),
     ({"task": "solve", "model": "m", "temprature": 1}, "config: unknown key 'temprature' for synth; did you mean "
                                                        "'temperature'?"),

@@ -90,6 +90,20 @@ def test_cut_after_complete_records_keeps_every_one_of_them(warc: Path, tmp_path
     assert [r["id"] for r in got] == [r["id"] for r in want]
 
 
+def test_cut_inside_record_headers_is_reported_too(warc: Path, tmp_path: Path) -> None:
+    raw = gzip.decompress((warc / "warcfile.warc.gz").read_bytes())
+    starts = [m.start() for m in re.finditer(b"WARC-Type: response", raw)]
+    path = tmp_path / "cuthdr.warc"
+    path.write_bytes(raw[: starts[9] + 40])  # in the middle of the 10th response's WARC headers
+    got: list[dict] = []
+    with pytest.raises(ShardError) as e:
+        for b in iter_warc(str(path), 4, Counter()):
+            got.extend(b.to_pylist())
+    assert str(e.value) == (f"{path}: the file is cut off in the headers of WARC record 30; 29 complete record(s) "
+                            "before it were read. Re-download the file, or pass --skip-bad-files to keep what was read")
+    assert len(got) == 9
+
+
 def test_preflight_rejects_non_warc_and_empty_files(tmp_path: Path) -> None:
     bad = tmp_path / "x.warc.gz"
     bad.write_bytes(gzip.compress(b"this is not a WARC file\n" * 10))
