@@ -95,6 +95,7 @@ def tokens(latex: str) -> tuple[str, ...]:
     for leaf in leaves:
         leaf = unicodedata.normalize("NFKC", leaf).strip()
         leaf = leaf.replace("\u2212", "-").replace("\u2061", "").replace("\u2062", "").replace("\u00a0", "")
+        leaf = leaf.replace("\u2223", "|").replace("\u2225", "‖")  # \mid vs | render the same bar
         for ch in ([leaf] if len(leaf) > 1 and leaf.isalpha() else list(leaf)):
             if ch.strip() and ch not in "{}":
                 out.append(ch)
@@ -323,6 +324,8 @@ def main() -> None:
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--json", help="write per-page results here")
     ap.add_argument("--worst", type=int, default=0, help="print the N worst pages of 'ours'")
+    ap.add_argument("--negatives", help="folder of real pages without math (e.g. trafilatura's tests/cache): "
+                    "count the formulas ours invents there")
     args = ap.parse_args()
     pages = load_pages()
     print(f"{len(pages)} pages, {sum(len(p['formulas']) for p in pages)} formulas", file=sys.stderr)
@@ -344,6 +347,18 @@ def main() -> None:
                       key=lambda kv: (kv[1]["recovered"] / max(1, kv[1]["formulas"]), kv[1]["kept"] / max(1, kv[1]["main"])))
         for name, p in rows[: args.worst]:
             print(name, p, file=sys.stderr)
+    if args.negatives:
+        from corpus.extract.content import extract_page
+
+        known = {Path(p["path"]).name for p in pages}
+        files = [f for f in sorted(Path(args.negatives).glob("*.htm*")) if f.name not in known]
+        found = Counter()
+        for f in files:
+            page = extract_page(f.read_bytes())
+            if page.formulas:
+                found[f.name] = page.formulas
+        print(f"\nnon-math pages: {len(files)}, pages with an invented formula: {len(found)}, "
+              f"formulas invented: {sum(found.values())} {dict(found) if found else ''}")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "summaries": summaries}, indent=1))
 

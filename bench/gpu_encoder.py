@@ -1,6 +1,6 @@
 """Encoder-kind quality scoring speed on a GPU, runnable with only numpy, torch and transformers.
 
-Loads recall/quality_encoder.py by path (no mathcorpus install, no datatrove/fasttext/numba),
+Loads corpus/encoder.py by path (no mathcorpus install, no datatrove/fasttext/numba),
 builds randomly initialised encoders of real sizes from configs (BERT-base 768 x 12 layers,
 e5-small-like 384 x 12) with the bundled Qwen2.5 tokenizer, and embeds real pages from
 demo/sample: documents per second of ``Encoder.embed`` (tokenize, forward, pool) against the
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("quality_encoder", REPO / "recall" / "quality_encoder.py")
+_spec = importlib.util.spec_from_file_location("quality_encoder", REPO / "corpus" / "encoder.py")
 qe = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
 _spec.loader.exec_module(qe)  # type: ignore[union-attr]
 

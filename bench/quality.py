@@ -210,7 +210,7 @@ def encoder_speed(docs: int, device: str, max_length: int, batch_size: int, thre
     import torch
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-    from recall.quality_encoder import Encoder
+    from corpus.encoder import Encoder
 
     if threads:
         torch.set_num_threads(threads)

@@ -103,6 +103,13 @@ def validate(opts: Any) -> None:
     if opts.slurm_partition not in known:
         raise ConfigError(f"--slurm-partition {opts.slurm_partition!r} does not exist on this cluster "
                           f"(partitions: {', '.join(known)})")
+    # what sbatch alone knows (memory or CPUs beyond any node, account and QOS rules): ask it with
+    # --test-only before anything is written or submitted
+    extra = [f"--{k}={v}" if v not in (None, "") else f"--{k}" for k, v in opts.slurm_sbatch_args.items()]
+    lines = [f"--partition={opts.slurm_partition}", f"--time={opts.slurm_time}",
+             f"--cpus-per-task={opts.slurm_cpus_per_task}", f"--mem-per-cpu={mem_mb(opts.slurm_mem_per_cpu_gb)}M",
+             *extra]
+    sbatch("#!/bin/bash\n" + "".join(f"#SBATCH {ln}\n" for ln in lines) + "true\n", [], test_only=True)
 
 
 def sbatch(script: str, args: list[str], *, test_only: bool = False) -> str:
@@ -114,8 +121,8 @@ def sbatch(script: str, args: list[str], *, test_only: bool = False) -> str:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     if p.returncode:
         m = re.search(r"^#SBATCH --job-name=(.*)$", script, re.M)
-        name = f" {m.group(1)}" if m else ""
-        raise FatalError(f"sbatch refused job{name}: {_one_line(p.stderr or p.stdout)}")
+        what = f"job {m.group(1)}" if m else f"the job options ({' '.join(re.findall(r'^#SBATCH (.*)$', script, re.M))})"
+        raise FatalError(f"sbatch refused {what}: {_one_line(p.stderr or p.stdout)}")
     if test_only:
         return ""
     return p.stdout.strip().split(";")[0]
@@ -130,7 +137,6 @@ class SlurmExecutor(SlurmPipelineExecutor):
         super().__init__(*args, **kwargs)
         self.phase = phase
         self.job_ids: list[str] = []
-        self.test_first = True
 
     def launch_merge_stats(self) -> None:
         """Our tasks write their own stats; datatrove's extra merge job per phase is not needed."""
@@ -162,8 +168,6 @@ class SlurmExecutor(SlurmPipelineExecutor):
                                                f"srun -l -n 1 launch_pickled_pipeline {shlex.quote(pik)}")
         with self.logging_dir.open("launch_script.slurm", "w") as fh:
             fh.write(script)
-        if self.test_first and not self.depends_job_id:
-            sbatch(script, [], test_only=True)  # catches account/memory/partition limits before any submit
         self.job_ids = []
         for offset in range(math.ceil(len(ranks) / size)):
             args = [f"--export=ALL,RUN_OFFSET={offset}"]
@@ -190,7 +194,8 @@ def submit(plans: list[Any]) -> list[dict[str, Any]]:
     for p in live:
         if p.last.job_id is None:  # launching a later stage has launched the ones it depends on
             p.last.launch_job()
-    return [record_submission(p) for p in live]
+    records = [record_submission(p) for p in live]
+    return [{k: v for k, v in r.items() if k != "earlier"} for r in records]  # the history stays in slurm.json
 
 
 # ----------------------------------------------------------------------------- records
@@ -346,7 +351,9 @@ def describe_state(st: dict[str, Any]) -> str:
                     + (f" (Slurm log {st['slurm_log']})" if st.get("task_log") else ""))
         return f"failed: {where}; {st.get('reason', '')}"
     if s == "pending":
-        return f"pending: {where}{jobs}, reason {st.get('reason')}"
+        reason = {"None": "queued", "": "queued", "Dependency": "waiting for the job before it"}.get(
+            str(st.get("reason")), f"reason {st.get('reason')}")
+        return f"pending: {where}{jobs}, {reason}"
     if s == "blocked":
         return f"blocked: {where}{jobs}, {st.get('reason')}"
     return f"running: {where}{jobs}".rstrip(": ")

@@ -180,6 +180,9 @@ class DecontamConfig(StageConfig):
             from decontam.judge import load_template
 
             load_template(self.judge_template)
+            if self.judge_embed_model and not os.path.isdir(self.judge_embed_model):
+                raise ConfigError(f"decontam: --judge-embed-model {self.judge_embed_model} is not a folder; give a "
+                                  "local sentence-transformers model folder (nothing is downloaded)")
         for name in ("judge_floor", "judge_fuzzy_floor", "judge_embed_floor"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"decontam: {name} must be in [0, 1], got {getattr(self, name)}")

@@ -11,7 +11,7 @@ Owns the math-recall step of the corpus (Qwen2.5-Math / DeepSeekMath style):
   or tag), per-source models and thresholds;
 * ``cycle``: the multi-cycle recall loop with domain statistics, reviewable expansion
   candidates and a versioned, resumable work folder;
-* ``quality`` (with ``quality_features``, ``quality_encoder``, ``quality_stage``): a 0-5 quality
+* ``quality`` (with ``quality_features``, ``quality_stage``; the encoder is corpus/encoder.py): a 0-5 quality
   scorer learnt from a teacher's grades (presence features + ridge head, or a frozen local
   encoder + ridge head), its held-out report, and the ``quality-score`` stage;
 * ``cli``: ``mathcorpus recall train | eval | score | cycle``.

@@ -8,7 +8,7 @@ out, with a held-out report. Two kinds:
   quality_features.py) with a ridge-regression head solved by conjugate gradients in numpy
   (intercept unpenalised). A regression head ranks: a 5-class fastText read through its
   expected value collapses the top grades (figures in recall/quality_features.py);
-* ``encoder``: a frozen local transformer encoder (recall/quality_encoder.py) and a
+* ``encoder``: a frozen local transformer encoder (corpus/encoder.py) and a
   closed-form ridge head on its standardised pooled embeddings, as FineMath and
   FineWeb-Edu train theirs (a linear head on a frozen encoder).
 
@@ -388,7 +388,7 @@ class QualityModel:
 
 
 def _open_encoder(enc_meta: dict[str, Any], *, device: str) -> Any:
-    from recall.quality_encoder import Encoder, EncoderError, encoder_fingerprint
+    from corpus.encoder import Encoder, EncoderError, encoder_fingerprint
 
     path = enc_meta["path"]
     try:
@@ -429,7 +429,7 @@ def _train_fasttext_kind(tr: QualityLabels, cfg: QualityTrainConfig) -> tuple[di
 
 def _train_encoder_kind(tr: QualityLabels, cfg: QualityTrainConfig,
                         log: Callable[[str], None]) -> tuple[dict[str, np.ndarray], dict[str, Any], Any]:
-    from recall.quality_encoder import encoder_fingerprint
+    from corpus.encoder import encoder_fingerprint
 
     assert cfg.encoder is not None  # validate() checks
     enc_meta = {"path": os.path.abspath(cfg.encoder), "max_length": cfg.max_length, "pooling": cfg.pooling,

@@ -130,6 +130,9 @@ _NAME_VARIANT = {"BOLD": "bold", "BOLD ITALIC": "bold-italic", "ITALIC": "italic
 _DIGITS = {"ZERO": "0", "ONE": "1", "TWO": "2", "THREE": "3", "FOUR": "4", "FIVE": "5",
            "SIX": "6", "SEVEN": "7", "EIGHT": "8", "NINE": "9"}
 _TEX_ENC = re.compile(r"(x-)?(la)?tex", re.I)
+_TEXT_ESCAPES = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "%": r"\%", "#": r"\#", "&": r"\&",
+                 "$": r"\$", "_": r"\_", "^": r"\^{}", "~": r"\~{}"}
+_TEXT_SPECIAL = re.compile(r"[\\{}%#&$_^~]")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -371,6 +374,8 @@ class _Converter:
         t = _text(el).strip()
         if len(t) > 1 and t in FUNCTIONS:
             return "\\" + t
+        if t == "∣" and (el.get("stretchy") is not None or el.get("fence") is not None):
+            return "|"  # KaTeX's \lvert/\rvert; a bare ∣ is the relation \mid
         if t in ("{", "}"):
             return "\\" + t
         return _sym(t)
@@ -380,7 +385,7 @@ class _Converter:
         if not t.strip():
             return r"\ " if t else ""
         t = t.replace("\u00a0", " ")
-        esc = re.sub(r"([{}%#&$_])", r"\\\1", t).replace("\\\\", r"\textbackslash ")
+        esc = _TEXT_SPECIAL.sub(lambda m: _TEXT_ESCAPES[m.group(0)], t)
         return r"\text{" + esc + "}"
 
     def _ms(self, el: etree._Element) -> str:

@@ -11,7 +11,9 @@ Rules for a single ``$`` (pandoc's, so that "costs $5 and a sandwich $10" stays 
 opening ``$`` is followed by a non-space, the closing ``$`` is preceded by a non-space and not
 followed by a digit, and the formula stays within one paragraph. The first unescaped ``$``
 after an opener decides: if the pair breaks a rule, the opener is a literal dollar. A formula
-that starts with a digit and reads as words ("5 and more") is rejected too.
+that starts with a digit and reads as words ("5 and more") is rejected too; on pages that did
+not declare ``$`` themselves, so do bodies without any TeX sign that end in an operator or hold
+a lowercase word ("$HOME/$USER", "$see here$").
 """
 
 from __future__ import annotations
@@ -141,7 +143,14 @@ _WORDY = re.compile(r"\b[A-Za-z]{3,}\b")
 _CMD = re.compile(r"\\[A-Za-z]+")
 
 
-def _plausible_inline_dollar(body: str, after: str) -> bool:
+_MATHY = re.compile(r"[\\^_={}<>]")
+_LOWER_WORD = re.compile(r"\b[a-z]{4,}\b")
+_FUNCS = frozenset("sin cos tan log exp max min lim sup inf det gcd mod".split())
+
+
+def _plausible_inline_dollar(body: str, after: str, strict: bool = False) -> bool:
+    """Pandoc's rules for one ``$…$`` pair, plus, on pages that did not declare ``$`` (strict),
+    a check that the body reads as math rather than shell/prose ("$HOME/$USER", "$5 and $")."""
     if not body or body[0].isspace() or body[-1].isspace():
         return False
     if after[:1].isdigit():
@@ -152,6 +161,11 @@ def _plausible_inline_dollar(body: str, after: str) -> bool:
     if body[0].isdigit() and not _CMD.search(body) and len(_WORDY.findall(body)) >= 1 \
             and not re.search(r"[=^_+<>]", body):
         return False
+    if strict and not _MATHY.search(body):
+        if body[-1] in "/+-*=,.:;":
+            return False
+        if any(w not in _FUNCS for w in _LOWER_WORD.findall(body)):
+            return False
     return True
 
 
@@ -206,7 +220,8 @@ def find_raw_tex(text: str, delims: TexDelimiters) -> list[tuple[int, int, str, 
                 break
             body = text[m.end():e]
             # The first closer decides: a rejected pair leaves the opener literal.
-            if left == "$" and right == "$" and not _plausible_inline_dollar(body, text[e + 1:e + 2]):
+            if left == "$" and right == "$" and \
+                    not _plausible_inline_dollar(body, text[e + 1:e + 2], strict=not delims.declared):
                 break
             if "\n\n" in body or not body.strip() or SENTINEL_OPEN in body:
                 break

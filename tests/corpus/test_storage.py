@@ -124,5 +124,6 @@ def test_missing_http_file_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.
     with http_server(tmp_path) as url:
         monkeypatch.chdir(tmp_path)
         res = CliRunner().invoke(main, ["stats", f"{url}/nope.jsonl.gz"])
-    assert res.exit_code == 2, res.output
-    assert f"{url}/nope.jsonl.gz: no input files found" in res.output
+    assert res.exit_code == 1, res.output  # as for a local path that does not exist
+    assert res.output == (f"Error: {url}/nope.jsonl.gz: no input files found (looked for .parquet, .jsonl, "
+                          ".jsonl.gz, .jsonl.zst, .json.gz, .ndjson); check the path or glob\n")

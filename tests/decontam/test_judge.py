@@ -291,8 +291,16 @@ def test_action_report_keeps_records_and_diff_shows_the_tier(judge: FakeOpenAI, 
     d = json.loads(out)
     assert d["tier"] == "judge" and d["config_changes"]["judge_action"] == ["report", "drop"]
     assert d["docs_removed"] == [1, 2]
-    code, out, _ = run(["decontam", "diff", str(tmp_path / "r1"), str(tmp_path / "r2")])
-    assert code == 0 and "judge" in out
+    code, out, _ = run(["decontam", "diff", str(tmp_path / "r1"), str(tmp_path / "r2"), "--tier", "judge"])
+    assert code == 0 and "(tier: judge)" in out and "judge_action" in out
+    # against a run without the judge, the judged record is newly contaminated, and says why
+    code, _, err = run(["decontam", "run", str(sft), "-o", str(tmp_path / "o3"), "--index", INDEX, "--text-fields",
+                        "question", "--report", str(tmp_path / "r3"), "--fuzzy"])
+    assert code == 0, err
+    code, out, _ = run(["decontam", "diff", str(tmp_path / "r3"), str(tmp_path / "r2"), "--json"])
+    d = json.loads(out)
+    new = {r["doc_id"]: r["why"] for r in d["docs"]["newly_contaminated"]}
+    assert set(new) == {"half-yes"} and new["half-yes"]["tier"] == "judge"
 
 
 def test_judge_in_a_pipeline_file(judge: FakeOpenAI, sft: Path, tmp_path: Path) -> None:
@@ -364,6 +372,18 @@ def test_judge_through_a_real_server(transformers_server: ServedModel, sft: Path
     assert js["verdicts"] == {CONTAMINATED: 0, CLEAN: 0, JUDGE_ERROR: 6} and js["calls"]["sent"] == 6
     assert js["calls"]["failed"] == 0
     assert srv.wait_logged(before + 6) - before == 6
+
+
+def test_judge_with_the_transformers_engine(tiny_model_dir: Path, sft: Path, tmp_path: Path) -> None:
+    """The in-process engine path: the tiny random model's answers are read and none is counted clean."""
+    rep = tmp_path / "rep"
+    code, _, err = run(["decontam", "run", str(sft), "-o", str(tmp_path / "out"), "--index", INDEX, "--text-fields",
+                        "question", "--report", str(rep), "--judge", "--judge-engine", "transformers",
+                        "--judge-model", str(tiny_model_dir), "--judge-max-tokens", "4"])
+    assert code == 0, err
+    js = json.loads((rep / "summary.json").read_text())["judge"]
+    assert js["engine"] == "transformers" and js["calls"]["sent"] == 4  # the four exact-tier pairs in the band
+    assert js["verdicts"][CLEAN] == 0 and js["verdicts"][JUDGE_ERROR] + js["verdicts"][CONTAMINATED] == 4
 
 
 # ----------------------------------------------------------------------------- pure parts

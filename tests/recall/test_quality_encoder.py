@@ -20,7 +20,7 @@ from corpus.cli import main as cli
 from corpus.errors import ConfigError
 from corpus.shards import read_table
 from recall.quality import QualityModel
-from recall.quality_encoder import Encoder
+from corpus.encoder import Encoder
 from tests.conftest import write_jsonl
 from tests.teacher_server import TOKENIZER_JSON
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,9 @@ def test_datatrove_folder_dataset_reads_the_ds_files(loader_exports: dict[str, P
     L = 50
     token_size = np.dtype(m["dtype"]).itemsize
     ds = DatatroveFolderDataset(str(out), seq_len=L, token_size=token_size, return_positions=True)
+    # nanotron's Nanoset opens each dataset folder this way (a "*.ds" glob, not recursive, unshuffled)
+    nanoset = DatatroveFolderDataset(str(out), seq_len=L, filename_pattern=os.path.join(str(out), "*.ds"),
+                                     recursive=False, token_size=token_size, shuffle=False)
     expected = 0
     windows = []
     for sh in m["shards"]:
@@ -146,10 +150,10 @@ def test_datatrove_folder_dataset_reads_the_ds_files(loader_exports: dict[str, P
                     start = p
                 pos.append(p - start)
             windows.append((tokens[a:a + L + 1], pos))
-    assert len(ds) == expected > 10
+    assert len(ds) == len(nanoset) == expected > 10
     for j, (toks, pos) in enumerate(windows):
         item = ds[j]
-        assert item["input_ids"].tolist() == toks.tolist()
+        assert item["input_ids"].tolist() == toks.tolist() == nanoset[j]["input_ids"].tolist()
         assert item["positions"].tolist() == pos
 
 

@@ -112,3 +112,33 @@ def test_round_trip_through_latex2mathml() -> None:
     for tex in formulas:
         ok += eq.similar(tex, mathml_to_latex(latex2mathml.converter.convert(tex))) >= eq.MATCH
     assert ok / len(formulas) >= 0.95
+
+
+def test_real_pages_mathml_without_annotation() -> None:
+    """Wikipedia's and KaTeX's MathML with the TeX annotation removed converts back to the same
+    rendered tokens as the annotation (the annotation is the answer key)."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.spec_from_file_location("eq", WEB.parents[2] / "bench" / "extract_quality.py")
+    eq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eq)
+    pages = [WEB / "wikipedia/en.wikipedia.org.tsne.html", WEB / "defuddle_math/fixtures/math--katex.html",
+             WEB / "defuddle_math/fixtures/math--katex-centraliser.html"]
+    n = ok = 0
+    for page in pages:
+        root = lxml.html.fromstring(page.read_text(encoding="utf-8"))
+        for m in root.xpath("//math[.//annotation[@encoding='application/x-tex']]"):
+            ann = m.xpath(".//annotation[@encoding='application/x-tex']")[0]
+            tex = re.sub(r"^\{\\displaystyle\s*(.*)\}$", r"\1", " ".join(ann.text_content().split()))
+            ann.getparent().remove(ann)
+            m.attrib.pop("alttext", None)
+            n += 1
+            ok += eq.similar(tex, mathml_to_latex(m)) >= eq.MATCH
+    assert n >= 60
+    assert ok / n >= 0.97
+
+
+def test_katex_lvert_is_a_bar_and_mid_is_mid() -> None:
+    assert mathml_to_latex(M.format('<mo stretchy="false">∣</mo><mi>x</mi><mo stretchy="false">∣</mo>')) == "|x|"
+    assert mathml_to_latex(M.format("<mi>a</mi><mo>∣</mo><mi>b</mi>")) == r"a\mid b"

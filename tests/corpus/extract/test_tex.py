@@ -184,3 +184,10 @@ def test_raw_tex_spans_are_ordered_and_disjoint(text: str) -> None:
 def test_wordpress_latex_shortcode_and_escaped_prose() -> None:
     out, _ = finalize_text(r"Area is $latex \pi r^2$ and it costs \$3.", [], RENDERER_DELIMITERS)
     assert out == r"Area is $\pi r^2$ and it costs \$3."
+
+
+def test_shell_variables_on_undeclared_pages_stay_literal() -> None:
+    text = "Set $HOME/$USER and run $build here$ but $x$ and $ABCD$ and $f(x)$ are math."
+    assert _found(text) == [("x", False), ("ABCD", False), ("f(x)", False)]
+    declared = TexDelimiters(inline=(("$", "$"),), declared=True)
+    assert ("HOME/", False) in _found(text, declared)

@@ -1,9 +1,10 @@
-"""Frozen transformer encoders for the ``encoder`` quality kind: local folder in, pooled embeddings out.
+"""Frozen local transformer encoders: a folder in, pooled embeddings out.
 
 Owns loading a local encoder (a sentence-transformers folder or a plain Hugging Face
 encoder folder; nothing is ever downloaded: ``local_files_only``) and embedding texts in
-length-sorted batches. The regression head trained on these embeddings lives in
-recall/quality.py.
+length-sorted batches. It lives on the floor because two packages use it: recall's
+``encoder`` quality kind (its regression head is in recall/quality.py) and decontam's
+judge tier (``--judge-embed-model``, nearest benchmark items by cosine).
 
 This module imports only numpy and the standard library at load time, and torch and
 transformers (the ``transformers`` extra) when an encoder is built, so it can be loaded
