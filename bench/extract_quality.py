@@ -23,6 +23,7 @@ Scoring, the same for every system:
     # magic-html (optional): pip install --target /tmp/math/pylib --no-deps --ignore-requires-python \\
     #   magic-html py_asciimath lark lxml_html_clean tabulate ; MAGIC_HTML_PATH=/tmp/math/pylib
     # OpenWebMath (optional): its text_extraction folder from keirp/OpenWebMath in OWM_PATH
+    # --negatives DIR: real pages without math (e.g. adbar/trafilatura's tests/cache) — formulas invented
 """
 
 from __future__ import annotations

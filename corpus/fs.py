@@ -35,9 +35,10 @@ from corpus.errors import FatalError
 
 TMP_SUFFIX = ".tmp"
 
-# protocol -> (pip extra of mathcorpus, the packages it brings)
-_EXTRAS = {"s3": ("s3", "s3fs"), "s3a": ("s3", "s3fs"), "http": ("http", "aiohttp"), "https": ("http", "aiohttp"),
-           "gs": ("gcs", "gcsfs"), "gcs": ("gcs", "gcsfs"), "az": ("azure", "adlfs"), "abfs": ("azure", "adlfs")}
+# protocol -> (pip extra of mathcorpus or None, the package that brings the fsspec backend)
+_EXTRAS: dict[str, tuple[str | None, str]] = {
+    "s3": ("s3", "s3fs"), "s3a": ("s3", "s3fs"), "http": ("http", "aiohttp"), "https": ("http", "aiohttp"),
+    "gs": (None, "gcsfs"), "gcs": (None, "gcsfs"), "az": (None, "adlfs"), "abfs": (None, "adlfs")}
 
 
 def protocol(path: str) -> str:
@@ -55,10 +56,13 @@ def is_remote(path: str) -> bool:
 def missing_backend_error(path: str, exc: ImportError) -> FatalError:
     """The one-line error for a URL whose fsspec backend is not installed."""
     proto = protocol(path)
-    extra, pkg = _EXTRAS.get(proto, (None, None))
+    extra, pkg = _EXTRAS.get(proto, (None, ""))
     if extra:
         return FatalError(f"{path}: reading or writing {proto}:// URLs needs the '{pkg}' package; install it with "
                           f"pip install 'mathcorpus[{extra}]' (or pip install {pkg})")
+    if pkg:
+        return FatalError(f"{path}: reading or writing {proto}:// URLs needs the '{pkg}' package; install it with "
+                          f"pip install {pkg}")
     return FatalError(f"{path}: no filesystem for {proto}:// URLs is installed ({exc}); install the fsspec "
                       f"backend for {proto}")
 
@@ -212,9 +216,19 @@ def rmtree(path: str) -> None:
 
 def remove_prefixed(folder: str, prefix: str, recursive: bool = False) -> None:
     """Delete the files of ``folder`` (and its subfolders with ``recursive``) whose name starts with ``prefix``."""
-    files = walk_files(folder) if recursive else [join(folder, n) for n in listdir(folder)]
+    if recursive:
+        files = walk_files(folder)
+    elif not is_remote(folder):
+        files = [join(folder, n) for n in listdir(folder) if os.path.isfile(join(folder, n))]
+    else:  # one listing with types, not a request per object
+        fs, p = url_to_fs(folder)
+        try:
+            entries = fs.ls(p, detail=True, refresh=True)
+        except FileNotFoundError:
+            entries = []
+        files = [full_path(fs, e["name"], folder) for e in entries if e.get("type") == "file"]
     for f in files:
-        if basename(f).startswith(prefix) and (recursive or not isdir(f)):
+        if basename(f).startswith(prefix):
             remove(f)
 
 

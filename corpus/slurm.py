@@ -32,6 +32,7 @@ from typing import Any
 
 from datatrove.executor import SlurmPipelineExecutor
 
+from corpus import fs as cfs
 from corpus.errors import ConfigError, FatalError, MathcorpusError
 from corpus.shards import atomic_write_json
 
@@ -200,13 +201,12 @@ def submit(plans: list[Any]) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------- records
 def jobs_path(output: str) -> str:
-    return os.path.join(output, RUN_DIR, JOBS_FILE)
+    return cfs.join(output, RUN_DIR, JOBS_FILE)
 
 
 def read_jobs(output: str) -> dict[str, Any] | None:
     try:
-        with open(jobs_path(output), encoding="utf-8") as fh:
-            return json.load(fh)
+        return cfs.read_json(jobs_path(output))  # a local path or a URL (workdir on object storage)
     except FileNotFoundError:
         return None
 
@@ -266,17 +266,12 @@ def query_jobs(job_ids: list[str]) -> dict[str, list[dict[str, str]]]:
 
 
 def _completions(logging_dir: str) -> set[int]:
-    d = os.path.join(logging_dir, "completions")
-    try:
-        return {int(n) for n in os.listdir(d) if n.isdigit()}
-    except FileNotFoundError:
-        return set()
+    return {int(n) for n in cfs.listdir(cfs.join(logging_dir, "completions")) if n.isdigit()}
 
 
 def _ranks_to_run(logging_dir: str) -> list[int]:
     try:
-        with open(os.path.join(logging_dir, "ranks_to_run.json"), encoding="utf-8") as fh:
-            return json.load(fh)
+        return cfs.read_json(cfs.join(logging_dir, "ranks_to_run.json"))
     except (FileNotFoundError, ValueError):
         return []
 
@@ -300,7 +295,7 @@ def stage_state(output: str, jobs: dict[str, list[dict[str, str]]] | None = None
     rec = read_jobs(output)
     if rec is None:
         return None
-    if os.path.exists(os.path.join(output, RUN_DIR, "summary.json")):
+    if cfs.exists(cfs.join(output, RUN_DIR, "summary.json")):
         return {"state": "complete", "job_ids": all_job_ids(rec, False)}
     if jobs is None:
         jobs = query_jobs(all_job_ids(rec, False))

@@ -17,6 +17,7 @@ import click
 
 from corpus.cli import (config_file_option, emit, inputs_argument, json_option, output_option,
                         run_options_from_kwargs, runner_options, summary_line)
+from corpus import fs as cfs
 from corpus.config import config_options, resolve
 from corpus.errors import ConfigError, GateTripped
 from decontam.benchmarks import PROFILES, load_benchmarks
@@ -189,7 +190,8 @@ def index_command(benchmarks: str | None, benchmark_file: tuple[str, ...], outpu
         "strip_figure_code": strip_figure_code}, source="command line")
     idx = build_index(load_benchmarks(cfg.benchmarks or "pretrain", cfg.benchmark_file), cfg.index_options(),
                               profile=profile_name(cfg))
-    idx.save(output)
+    with cfs.local_dir_for_writing(output, last=("meta.json",)) as local:  # a URL: uploaded, meta.json last
+        idx.save(local)
     result = {
         "index": output, "benchmarks": idx.benchmark_names(), "items": idx.meta["items"],
         "grams": idx.meta["grams"], "phrases": idx.meta["phrases"], "megabytes": round(idx.nbytes() / 1e6, 1),

@@ -447,7 +447,7 @@ def dedupe(cands: Sequence[Candidate]) -> tuple[list[Candidate], int]:
 
 # ----------------------------------------------------------------------------- embeddings
 class EmbedIndex:
-    """Top-k benchmark items by cosine for each text, with a local sentence-transformers model.
+    """Top-k benchmark items by cosine for each text, with a local encoder folder (corpus.encoder).
 
     Item embeddings are computed once per worker; each batch of texts is compared with them
     in blocks of ``chunk`` items, keeping a running top-k, so memory stays at ``texts x chunk``
@@ -458,7 +458,7 @@ class EmbedIndex:
                  chunk: int = 4096, batch_size: int = 64, device: str = "cpu") -> None:
         if not os.path.isdir(model_path):
             raise ConfigError(f"decontam: --judge-embed-model {model_path} is not a folder; give a local "
-                              "sentence-transformers model folder (nothing is downloaded)")
+                              "sentence-transformers or Hugging Face encoder folder (nothing is downloaded)")
         self.model_path = model_path
         self.items = list(items)  # (benchmark, item_id, text)
         self.k = k
@@ -478,29 +478,14 @@ class EmbedIndex:
         return emb / np.where(norms > 0, norms, 1.0)
 
     def _load(self) -> Any:
-        """The floor's local encoder (sentence-transformers or HF folder, pooling from the folder),
-        or sentence-transformers itself when the floor has none."""
+        """The floor's local encoder (corpus.encoder: pooling and normalization as the folder says)."""
+        from corpus.encoder import Encoder, EncoderError
+
         try:
-            from corpus.encoder import Encoder, EncoderError  # type: ignore[import-not-found]
-        except ImportError:
-            Encoder = None  # noqa: N806 - a class, or None
-        if Encoder is not None:
-            try:
-                enc = Encoder(self.model_path, device=self.device)
-            except EncoderError as exc:
-                raise ConfigError(f"decontam: --judge-embed-model: {exc}") from exc
-            return lambda texts: enc.embed(texts, batch_size=self.batch_size)
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:
-            raise ConfigError("decontam: --judge-embed-model needs sentence-transformers; install "
-                              "`pip install sentence-transformers`") from exc
-        try:
-            model = SentenceTransformer(self.model_path, device=self.device, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"decontam: cannot load the embedding model {self.model_path} ({exc})") from exc
-        return lambda texts: model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                                          show_progress_bar=False)
+            enc = Encoder(self.model_path, device=self.device)
+        except EncoderError as exc:
+            raise ConfigError(f"decontam: --judge-embed-model: {exc}") from exc
+        return lambda texts: enc.embed(texts, batch_size=self.batch_size)
 
     @property
     def item_emb(self) -> np.ndarray:

@@ -140,8 +140,9 @@ class DecontamConfig(StageConfig):
                                        "lcs_threshold) go to the judge.")
     judge_fuzzy_floor: float = opt(0.6, help="Fuzzy-tier candidates with a number-masked LCS ratio at or above "
                                              "this (and not above fuzzy_lcs_threshold) go to the judge.")
-    judge_embed_model: str | None = opt(None, help="Local sentence-transformers model folder: also send each "
-                                                   "record's judge_embed_k nearest items by cosine.")
+    judge_embed_model: str | None = opt(None, help="Local sentence-transformers (or Hugging Face encoder) "
+                                                   "folder: also send each record's judge_embed_k nearest items "
+                                                   "by cosine.")
     judge_embed_k: int = opt(3, help="Nearest items per record with judge_embed_model.")
     judge_embed_floor: float = opt(0.8, help="Least cosine similarity of an embedding candidate.")
     judge_max_chars: int = opt(3000, help="Longest passage of a record shown to the judge (centred on the "
@@ -182,7 +183,8 @@ class DecontamConfig(StageConfig):
             load_template(self.judge_template)
             if self.judge_embed_model and not os.path.isdir(self.judge_embed_model):
                 raise ConfigError(f"decontam: --judge-embed-model {self.judge_embed_model} is not a folder; give a "
-                                  "local sentence-transformers model folder (nothing is downloaded)")
+                                  "local sentence-transformers or Hugging Face encoder folder (nothing is "
+                                  "downloaded)")
         for name in ("judge_floor", "judge_fuzzy_floor", "judge_embed_floor"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"decontam: {name} must be in [0, 1], got {getattr(self, name)}")

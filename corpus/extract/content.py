@@ -67,7 +67,6 @@ _JUNK_TAGS = ("script", "style", "noscript", "template", "iframe", "object", "em
 _NON_CONTENT_ROLES = frozenset(("navigation", "banner", "contentinfo", "complementary", "search", "dialog",
                                 "alertdialog", "menu", "menubar", "toolbar"))
 _TITLE = etree.XPath("string(//title)")
-_OG_TITLE = etree.XPath("string(//meta[@property='og:title']/@content)")
 _CANONICAL = etree.XPath("//link[@rel='canonical']/@href")
 _MATHS = etree.XPath("//" + MATH_TAG)
 
@@ -383,6 +382,27 @@ def parse(text: str) -> etree._Element | None:
     return root
 
 
+def _head_info(root: etree._Element) -> tuple[str | None, str | None]:
+    """Title (``<title>``, else ``og:title``) and ``<link rel=canonical>``, read from <head>'s
+    children (no whole-tree XPath scan); pages whose parser put them elsewhere fall back to XPath."""
+    title = canonical = og = None
+    head = root.find("head")
+    for el in (head if head is not None else ()):
+        tag = el.tag
+        if tag == "title" and title is None:
+            title = el.text or ""
+        elif tag == "link" and canonical is None and (el.get("rel") or "").lower() == "canonical":
+            canonical = (el.get("href") or "").strip() or None
+        elif tag == "meta" and og is None and el.get("property") == "og:title":
+            og = el.get("content")
+    if title is None:
+        title = _TITLE(root)
+    if canonical is None and head is None:
+        found = _CANONICAL(root)
+        canonical = found[0].strip() or None if found else None
+    return _norm(title or og or "").strip() or None, canonical
+
+
 def extract_page(html: str | bytes, url: str | None = None, *, http_charset: str | None = None,
                  math: bool = True) -> ExtractedPage:
     """Extract the main text of one page with its formulas as LaTeX.
@@ -402,9 +422,7 @@ def extract_page(html: str | bytes, url: str | None = None, *, http_charset: str
     root = parse(text)
     if root is None:
         return ExtractedPage("", encoding=enc, encoding_source=how, error="empty")
-    title = _norm(_TITLE(root) or _OG_TITLE(root)).strip() or None
-    canon = _CANONICAL(root)
-    canonical = canon[0].strip() if canon and canon[0].strip() else None
+    title, canonical = _head_info(root)
     counts: Counter = Counter()
     delims = DEFAULT_DELIMITERS
     if math:

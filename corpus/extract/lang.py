@@ -17,7 +17,7 @@ from typing import Any
 
 from corpus.errors import FatalError
 
-DEFAULT_MAX_CHARS = 600
+DEFAULT_MAX_CHARS = 400
 _FORMULA_RE = re.compile(r"\$\$.*?\$\$|(?<!\\)\$[^$]*?(?<!\\)\$", re.S)
 _SPACE_RE = re.compile(r"\s+")
 

@@ -4,21 +4,25 @@ Owns :func:`replace_math` and :data:`MATH_TAG`. It runs on an lxml.html tree bef
 are removed and before main-content pruning, and rewrites each formula, whatever its markup,
 into ``<mc-math data-display="0|1">LATEX</mc-math>`` (text only, original tail kept), removing
 the rendered duplicates (KaTeX HTML spans, MathJax v2 previews and frames, Wikipedia fallback
-images) so each formula is written once. Markups, in processing order (outer wrappers first):
+images) so each formula is written once. One XPath pass collects the candidates; markups are
+then handled in this order (outer wrappers first):
 
 - ``wikipedia``: ``span.mwe-math-element`` (TeX annotation or alttext; ``{\\displaystyle …}``
   unwrapped; the fallback image goes with it);
-- ``data_tex``: elements carrying the source in ``data-math``/``data-latex``/``data-tex``/
-  ``data-entry`` (Gemini/ChatGPT KaTeX, Temml's ``hurmet-tex``);
-- ``katex``: ``.katex-display``/``.katex`` with the ``application/x-tex`` annotation;
-- ``mathjax3``: ``mjx-container`` (v3/v4) from ``data-latex``, assistive MathML, or the CHTML
-  ``mjx-*`` tree itself or its SVG glyph groups (corpus/extract/mathjax_dom.py);
+- ``mathjax3``: ``mjx-container`` (v3/v4) from ``data-latex`` (v4), assistive MathML, or the CHTML
+  ``mjx-*`` tree itself or its SVG glyph groups (corpus/extract/mathjax_dom.py); a container with
+  nothing recoverable (a lazy placeholder) is removed and counted ``unrecoverable``;
+- ``data_tex``: elements carrying the source in ``data-math``/``data-latex``/``data-tex``, or
+  Temml's ``hurmet-tex`` ``data-entry`` (Gemini/ChatGPT KaTeX wrappers, Temml);
+- ``katex``: ``.katex-display``/``.katex`` with the ``application/x-tex`` annotation (CSDN's
+  ``katex--inline`` wrappers included); rendered ``katex-html`` without source is dropped;
 - ``mathjax2`` / ``asciimath``: ``<script type="math/tex…">`` (any parameters; ``mode=display``),
-  ``math/asciimath``, ``math/mml``, with ``.MathJax_Preview`` and rendered frames removed;
+  ``math/asciimath``, ``math/mml``, with ``.MathJax_Preview`` and rendered frames removed; a saved
+  page whose scripts are gone gives each frame's ``data-mathml`` (or assistive MathML) instead;
 - ``mathml``: remaining ``<math>`` (annotation, else ``alttext``, else converted);
-- ``latex_img``: images whose URL (latex.php, codecogs, mimetex/mathtex, chart API ``cht=tx``,
-  a path segment holding TeX) or ``alt`` (class ``latex``/``tex``/``math``/equation-ish alt)
-  carries TeX.
+- ``latex_img``: images whose URL (latex.php, codecogs, mimetex/mathtex, chart API ``chl=``,
+  GitHub/upmath/Zhihu renderers, a path segment holding TeX) or ``alt``/``data-formula`` (class
+  ``latex``/``tex``/``math``/equation-ish alt) carries TeX.
 
 Raw TeX in text nodes is left to :func:`corpus.extract.tex.finalize_text`.
 """

@@ -21,7 +21,6 @@ is its path relative to the folder, without the extension.
 from __future__ import annotations
 
 import glob
-import io
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -39,6 +38,7 @@ HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 TABLE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson")
 FORMATS = ("auto", "warc", "html", "parquet")
 HTML_FILES_PER_UNIT = 512
+JSONL_BLOCK_BYTES = 16 << 20
 UNIT_SEP = "#"
 HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml", "application/html")
 
@@ -372,20 +372,27 @@ def _table_batches(path: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
         except (pa.ArrowInvalid, OSError) as exc:
             raise ShardError(f"{path}: not a readable Parquet file ({exc}); re-create it or pass "
                              "--skip-bad-files", path) from exc
-        yield from pf.iter_batches(batch_size=batch_rows)
+        try:
+            yield from pf.iter_batches(batch_size=batch_rows)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ShardError(f"{path}: Parquet data is corrupt ({exc}); re-create the file or pass "
+                             "--skip-bad-files", path) from exc
         return
     import pyarrow.json as pajson
 
     from corpus.shards import _decompress, _open
 
+    # streamed in 16 MB blocks (a block must hold the longest line: a page of HTML), so a
+    # multi-GB JSONL dump never sits in memory at once
     with _open(path) as raw:
-        data = _decompress(path, raw).read()
-    try:
-        table = pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(block_size=max(len(data) + 1,
-                                                                                                  1 << 20)))
-    except pa.ArrowInvalid as exc:
-        raise ShardError(f"{path}: invalid JSON lines ({exc}); fix the file or pass --skip-bad-files", path) from exc
-    yield from table.to_batches(max_chunksize=batch_rows)
+        try:
+            reader = pajson.open_json(_decompress(path, raw),
+                                      read_options=pajson.ReadOptions(block_size=JSONL_BLOCK_BYTES))
+            for batch in reader:
+                yield from pa.Table.from_batches([batch]).to_batches(max_chunksize=batch_rows)
+        except (pa.ArrowInvalid, OSError, EOFError) as exc:
+            raise ShardError(f"{path}: invalid JSON lines ({exc}); fix the file or pass --skip-bad-files",
+                             path) from exc
 
 
 def check_table(path: str, html_column: str) -> None:

@@ -61,7 +61,7 @@ class ExtractConfig(StageConfig):
                                         "without being parsed.")
     http_2xx_only: bool = opt(True, help="Remove WARC responses whose HTTP status is not 2xx "
                                          "(redirects, errors) as extract:http_status.")
-    lang_chars: int = opt(600, help="Characters of page text (formulas removed) the language model reads.")
+    lang_chars: int = opt(400, help="Characters of page text (formulas removed) the language model reads.")
     source: str = opt("web", help="Value of the source column of every extracted document.")
 
     def validate(self) -> None:

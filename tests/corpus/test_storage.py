@@ -9,10 +9,16 @@ on the local disk from a URL (the old ``s3:/bucket/...`` folder in the current d
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -105,6 +111,44 @@ def test_stage_with_input_and_output_on_s3_matches_local(command: list[str], inp
     # a rerun finds the finished stage on S3 and does nothing
     again = _cli([*command, inputs["s3"], "-o", out_url], tmp_path, monkeypatch)
     assert again.get("summary", again).get("skipped") is True
+
+
+def test_run_killed_on_s3_leaves_only_whole_objects_and_resumes(inputs: dict[str, Any], tmp_path: Path,
+                                                                  s3_server: S3Server,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    out = f"{inputs['base']}/out-killed"
+    key = out.split("://", 1)[1]
+    fs = s3_server.fs()
+    code = "import sys; from corpus.cli import main; main(sys.argv[1:])"
+    proc = subprocess.Popen([sys.executable, "-c", code, "dedup", "exact", inputs["s3"], "-o", out, "--tasks", "2",
+                             "--batch-rows", "64"], cwd=tmp_path, start_new_session=True,
+                            env={**os.environ, **s3_server.env, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:  # kill -9 the whole process group as soon as the first task of the map phase is done
+        while time.monotonic() < deadline and proc.poll() is None:
+            fs.invalidate_cache()
+            if fs.exists(f"{key}/_logs/map/completions/00000") or fs.exists(f"{key}/_logs/map/completions/00001"):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()[-500:]
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    fs.invalidate_cache()
+    assert not fs.exists(f"{key}/_run/summary.json")
+    left = [k for k in fs.find(key) if k.endswith(".parquet")]
+    assert left, "the first task's shards should be on S3 when it is killed"
+    for k in left:  # every object that exists is whole: a killed writer leaves nothing half-written
+        with fs.open(k, "rb") as fh:
+            pq.read_metadata(fh)
+    again = _cli(["dedup", "exact", inputs["s3"], "-o", out, "--tasks", "2", "--batch-rows", "64"], tmp_path,
+                 monkeypatch)
+    local = _cli(["dedup", "exact", str(inputs["local"]), "-o", str(tmp_path / "local"), "--tasks", "2",
+                  "--batch-rows", "64"], tmp_path, monkeypatch)
+    assert _strip(again) == _strip(local)
+    got = s3_server.download(out, tmp_path / "from-s3")
+    assert _data_files(got) == _data_files(tmp_path / "local")
 
 
 def test_http_inputs(inputs: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

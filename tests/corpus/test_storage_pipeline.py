@@ -125,6 +125,9 @@ def test_demo_pipeline_with_inputs_and_workdir_on_s3_matches_local(tmp_path: Pat
     for step in remote["stages"]:
         if step["kind"] == "stage":
             assert (got / Path(step["output"]).name / "_run" / "summary.json").is_file(), step["label"]
+    status = CliRunner().invoke(main, ["pipeline", "status", f"{base}/wd", "--json"], catch_exceptions=False)
+    assert status.exit_code == 0, status.output
+    assert {s["state"] for s in json.loads(status.stdout)["steps"]} == {"complete"}
     # a rerun on S3 finds every stage complete and runs nothing
     again = _run(s3_yaml, f"{base}/wd", tmp_path, monkeypatch)
     assert all(s.get("skipped") for s in again["stages"]), [s["label"] for s in again["stages"]]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -131,8 +130,8 @@ def test_datatrove_folder_dataset_reads_the_ds_files(loader_exports: dict[str, P
     L = 50
     token_size = np.dtype(m["dtype"]).itemsize
     ds = DatatroveFolderDataset(str(out), seq_len=L, token_size=token_size, return_positions=True)
-    # nanotron's Nanoset opens each dataset folder this way (a "*.ds" glob, not recursive, unshuffled)
-    nanoset = DatatroveFolderDataset(str(out), seq_len=L, filename_pattern=os.path.join(str(out), "*.ds"),
+    # nanotron's Nanoset opens each dataset folder this way: a *.ds glob, not recursive, unshuffled
+    nanoset = DatatroveFolderDataset(str(out), seq_len=L, filename_pattern="*.ds",
                                      recursive=False, token_size=token_size, shuffle=False)
     expected = 0
     windows = []

@@ -173,6 +173,11 @@ def test_parquet_and_jsonl_html_columns(tmp_path: Path) -> None:
     probs = preflight_units([str(tmp_path / "t.parquet")], html_column="html")
     assert str(probs[0][1]) == (f"{tmp_path / 't.parquet'}: no HTML column 'html'; columns found: raw, link. "
                                 "Pass --html-column NAME")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"html": "<p>x</p>"}\n{not json\n')
+    probs = preflight_units([str(bad)])
+    assert str(probs[0][1]) == (f"{bad}: invalid JSON lines (JSON parse error: Missing a name for object member. "
+                                "in row 1); fix the file or pass --skip-bad-files")
 
 
 def test_oversized_pages_are_not_carried(tmp_path: Path) -> None:
