@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=None)
     args = ap.parse_args()
     t_start = time.perf_counter()
 
@@ -94,9 +94,10 @@ def main() -> None:
              if sys.modules.get(m) is not None]
     tiny = args.tiny
     dev = torch.device("cpu" if tiny or not torch.cuda.is_available() else "cuda")
-    L = args.seq_len or (128 if tiny else 2048)
+    L = args.seq_len or (64 if tiny else 2048)
     B = args.batch or (2 if tiny else 8)
-    steps = args.steps or (3 if tiny else 12)
+    steps = args.steps or (2 if tiny else 12)
+    warmup = args.warmup if args.warmup is not None else (1 if tiny else 3)
     if tiny:
         cfg = Qwen2Config(vocab_size=151_936, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=L,
@@ -111,7 +112,7 @@ def main() -> None:
         cfg._attn_implementation = "sdpa"  # the default of recent transformers; said explicitly
     except (AttributeError, ValueError):
         pass
-    need = max((steps + args.warmup) * B * L * 2, 200_000 if tiny else 16_000_000)
+    need = max((steps + warmup) * B * L * 2, 200_000 if tiny else 16_000_000)
     export = write_export(Path(tempfile.mkdtemp(prefix="gpu-step-")) / "export", need, L)
 
     # 1. the loader alone (one core, no model)
@@ -154,7 +155,7 @@ def main() -> None:
     it = iter(ds)
     fixed = collate([next(it) for _ in range(B)])
     fixed = {k: v.to(dev) for k, v in fixed.items() if k != "max_seqlen" and k != "cu_seqlens"}
-    for _ in range(args.warmup):
+    for _ in range(warmup):
         step(fixed)
     sync()
     t0 = time.perf_counter()

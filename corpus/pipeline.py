@@ -242,8 +242,12 @@ def submit_pipeline(pipe: Pipeline, echo: bool = True) -> dict[str, Any]:
     from corpus import slurm
 
     stage_steps = [s for s in pipe.steps if s.kind == "stage"]
-    for step in stage_steps:
-        slurm.validate(step.options)
+    checked: set[str] = set()
+    for step in stage_steps:  # each distinct set of executor options once
+        key = json.dumps(step.options.to_dict(), sort_keys=True, default=str)  # type: ignore[union-attr]
+        if key not in checked:
+            slurm.validate(step.options)
+            checked.add(key)
     slurm.check_resubmit([s.output for s in stage_steps], pipe.workdir)
     previous = None
     plans = []

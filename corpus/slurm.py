@@ -134,9 +134,8 @@ class SlurmExecutor(SlurmPipelineExecutor):
     phase, no merge_stats job (the runner writes its own stats), and a dependency on a phase
     that had nothing left to do passed on to the phase before it."""
 
-    def __init__(self, *args: Any, phase: str = "", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.phase = phase
         self.job_ids: list[str] = []
 
     def launch_merge_stats(self) -> None:

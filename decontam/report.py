@@ -828,12 +828,12 @@ def render_summary(view: dict[str, Any], console: Any) -> None:
 def judge_text(j: dict[str, Any]) -> str:
     """The judge tier in one line: pairs, verdicts with the errors, calls, and what the pre-filters saved."""
     v, c, f = j["verdicts"], j["calls"], j["funnel"]
+    seen = f["seen_exact"] + f["seen_fuzzy"] + f["seen_embed"]
     return (f"Judge tier ({j['template']}, {j['model']}): {f['pairs_judged']:,} pairs judged: "
             f"{v['contaminated']:,} contaminated, {v['clean']:,} clean, {v['judge_error']:,} judge_error (never "
             f"counted clean); {c['sent']:,} calls sent, {c['cached']:,} from cache"
             + (f", {c['failed']:,} failed" if c.get("failed") else "")
-            + f"; pre-filters decided {100 * f['prefiltered_share']:.1f}% of {f['seen_exact'] + f['seen_fuzzy'] + f['seen_embed']:,} "
-              "unconfirmed pairs without a call")
+            + f"; pre-filters decided {100 * f['prefiltered_share']:.1f}% of {seen:,} unconfirmed pairs without a call")
 
 
 def render_pairs(pairs: Sequence[Pair], console: Any, thresholds: dict[str, float | None] | None = None

@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> list[float]:
         loss.backward()
         opt.step()
         step += 1
-        losses.append(float(loss))
-        print(json.dumps({"step": step, "loss": round(float(loss), 6)}), flush=True)
+        losses.append(loss.item())
+        print(json.dumps({"step": step, "loss": round(losses[-1], 6)}), flush=True)
         if args.save_at == step:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "loader": ds.state_dict(),

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -237,9 +238,12 @@ def transformers_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathF
             time.sleep(0.25)
         yield served
     finally:
-        proc.terminate()
+        # the server leads its own process group (start_new_session): stop it and any helper it started
         try:
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        except ProcessLookupError:
+            proc.wait()  # it had already exited

@@ -37,7 +37,8 @@ class ExportGroup(click.Group):
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
                      **extra: Any) -> click.Context:
         if args and args[0] in self.commands and not os.path.exists(args[0]):
-            outer = click.Context(self, info_name=info_name, parent=parent)
+            # a bare parent context, so usage reads "mathcorpus export blend", not "export INPUT... blend"
+            outer = click.Context(click.Command(info_name), info_name=info_name, parent=parent)
             return self.commands[args[0]].make_context(args[0], list(args[1:]), parent=outer, **extra)
         return super().make_context(info_name, args, parent=parent, **extra)
 

@@ -30,7 +30,8 @@ batches round-robin, so the loop receives exactly the single-process order (give
 dataset the DataLoader's ``batch_size``). The workers' copies advance, not yours: gather the
 state in the main process with ``ds.state_dict(consumed=n)``, ``n`` = items your loop took
 from the DataLoader since it was started from this dataset's state (steps x batch size).
-Call ``ds.set_epoch(e)`` (or ``load_state_dict``) before starting each epoch's iterator.
+Call ``ds.set_epoch(e)`` (or ``load_state_dict``) before starting each epoch's iterator
+(``persistent_workers=True`` workers move on to the next epoch by themselves).
 
 ``TokenMixture([(path, weight), ...], seed=...)`` mixes exports by weight in tokens and has
 the same order, rank, state and worker rules.
@@ -144,8 +145,8 @@ class _EpochStream(_Base):  # type: ignore[misc,valid-type]
                     self.epoch, self.offset = epoch, start + (j + 1) * W
                 yield item
             block += workers
-        if info is None:
-            self.epoch, self.offset = epoch + 1, 0
+        # the next iteration runs the next epoch (also in persistent DataLoader workers' copies)
+        self.epoch, self.offset = epoch + 1, 0
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self, consumed: int | None = None) -> dict[str, Any]:

@@ -17,6 +17,9 @@
   covered by a piece is padding.
 * **parquet**: one row per ``seq_len`` sample: ``input_ids`` list<int32> and ``doc_lengths``
   list<int32>, the lengths of the document pieces in the row (padding follows them).
+* **SFT exports** (``export --sft``, packed formats only) add a per-token loss mask: a
+  ``loss_mask`` list<uint8> column (Parquet) or ``NAME.mask.bin`` uint8 beside ``NAME.bin``
+  (numpy); 1 marks assistant tokens. ``corpus.export.loader`` reads every format for training.
 
 Shards are never empty (an empty ``.bin`` cannot be memory-mapped) and every file is written
 under a ``.tmp`` name and renamed when complete.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -170,6 +171,14 @@ def test_stage_command_submits_and_is_watched(cluster: Cluster, tmp_path: Path) 
     r = mc(*args, "--wait")
     assert r.returncode == 0, r.stderr
     assert "already complete, skipped" in r.stderr + r.stdout
+    # --wait: progress while the jobs run, then the summary a local run prints
+    out2 = tmp_path / "clean2"
+    r = mc(*[out2.as_posix() if a == str(out) else a for a in args], "--wait")
+    assert r.returncode == 0, r.stderr
+    assert "submitted decontam" in r.stderr and re.search(r"\[slurm\] clean2: (pending|running): map", r.stderr)
+    assert "[slurm] clean2: complete" in r.stderr
+    assert f"{summary['docs_in']:,} docs in, {summary['kept']:,} kept, {summary['removed']:,} removed" \
+        in r.stdout + r.stderr
 
 
 def test_pipeline_on_slurm_matches_local_and_resumes_after_scancel(cluster: Cluster, tmp_path: Path) -> None:

@@ -47,7 +47,8 @@ def records() -> list[dict[str, Any]]:
         {"id": "fail", "question": q("1")[:120] + TAIL + " [JUDGE:fail]"},
         # a shared 13-gram with a long item, ratio below the floor: no call
         {"id": "low", "question": " ".join(q("182").split()[:16]) + " and then a long story about school buses, "
-                                  "lunch breaks, football teams, uniforms and the summer holidays follows. [JUDGE:yes]"},
+                                  "lunch breaks, football teams, uniforms and the summer holidays follows. "
+                                  "[JUDGE:yes]"},
         # confirmed by the exact tier: removed without a call (its fuzzy neighbours are not judged)
         {"id": "verbatim", "question": q("0")},
         # other numbers and rewording: an unconfirmed fuzzy-tier candidate (number-masked ratio ~0.81)
@@ -343,7 +344,8 @@ def test_a_judge_that_answers_nothing_stops_the_run(sft: Path, tmp_path: Path) -
 def test_judge_config_errors(sft: Path, tmp_path: Path) -> None:
     args = ["decontam", "run", str(sft), "-o", str(tmp_path / "o"), "--judge"]
     code, _, err = run(args)
-    assert code == 2 and err == "Error: decontam: --judge needs --judge-model (the served model name or a model folder)\n"
+    assert code == 2
+    assert err == "Error: decontam: --judge needs --judge-model (the served model name or a model folder)\n"
     code, _, err = run(args + ["--judge-model", "m"])
     assert code == 2 and err == ("Error: decontam: --judge-engine openai needs --judge-base-url "
                                  "(e.g. http://localhost:8000/v1)\n")
@@ -392,7 +394,8 @@ def test_bundled_templates_and_strict_parsing() -> None:
     t = load_template("reword@v1")
     assert load_template("reword").sha == t.sha and load_template("numbers@v1").ref == "numbers@v1"
     msgs = t.render("ITEM", "RECORD")
-    assert [m["role"] for m in msgs] == ["system", "user"] and "Problem A:\nITEM\n\nProblem B:\nRECORD" in msgs[1]["content"]
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert "Problem A:\nITEM\n\nProblem B:\nRECORD" in msgs[1]["content"]
     assert t.parse("Same numbers, same question.\nVerdict: yes") == CONTAMINATED
     assert t.parse("**Verdict:** No") == CLEAN
     assert t.parse("Verdict: yes.\n") == CONTAMINATED

@@ -233,6 +233,18 @@ def test_dataloader_workers_keep_order_and_resume(loader_exports: dict[str, Path
         ds.state_dict(consumed=10**6)
 
 
+def test_persistent_workers_move_to_the_next_epoch(loader_exports: dict[str, Path]) -> None:
+    path = loader_exports["megatron"]
+    ref = TokenDataset(path, seq_len=100, seed=2, batch_size=4)
+    epochs = [[key(it) for it in ref] for _ in range(2)]
+    dl = torch.utils.data.DataLoader(TokenDataset(path, seq_len=100, seed=2, batch_size=4), batch_size=4,
+                                     num_workers=2, persistent_workers=True, collate_fn=collate)
+    for e in range(2):
+        got = [b["input_ids"][i].numpy().tobytes() + b["labels"][i].numpy().tobytes()
+               for b in dl for i in range(b["input_ids"].shape[0])]
+        assert got == epochs[e]
+
+
 def _batches(ds: TokenDataset, b: int) -> list[list[dict[str, np.ndarray]]]:
     items = list(ds)
     return [items[i:i + b] for i in range(0, len(items), b)]
