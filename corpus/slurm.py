@@ -395,6 +395,8 @@ def check_resubmit(outputs: list[str], watch: str) -> None:
 
 
 def submission_message(records: list[dict[str, Any]], watch: str) -> str:
+    if not records:
+        return f"nothing to submit: every stage in {watch} is complete (mathcorpus pipeline status {watch})"
     lines = []
     for rec in records:
         jobs = ", ".join(f"{ph['phase']} {','.join(ph['job_ids'])}" + (f" [{ph['tasks']} tasks]" if ph["tasks"] > 1

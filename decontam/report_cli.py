@@ -95,7 +95,7 @@ def report_command(report_dir: str, show: int, benchmarks: tuple[str, ...], min_
                                order="high", verdict=verdict)
         html_pairs_list = rp.build_pairs(report, rows, doc_paths=doc_paths)
         d = os.path.dirname(os.path.abspath(html_out))
-        if not os.path.isdir(d):
+        if "://" not in html_out and not os.path.isdir(d):  # a URL (object storage) needs no folder
             raise InputError(f"--html {html_out}: folder {d} does not exist; create it first")
         write_html(html_out, view, html_pairs_list, total_pairs=report.matches.height)
         click.echo(f"wrote {html_out} ({len(html_pairs_list):,} of {report.matches.height:,} pairs embedded)",

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
+from corpus import fs as cfs
 from corpus import schema
 from corpus.config import StageConfig, opt
 from corpus.errors import ConfigError, FatalError, ShardError
@@ -243,17 +244,15 @@ class GenerationCache:
 
     def load(self) -> None:
         """Index which seeds the cache holds for this ``gen_key`` (reads two columns only)."""
-        if not os.path.isdir(self.folder):
-            return
         prefix = f"part-{self.rank:05d}-"
-        for name in sorted(os.listdir(self.folder)):
+        for name in cfs.listdir(self.folder):  # sorted; empty when missing (a folder or an S3 prefix)
             if not (name.startswith("part-") and name.endswith(".parquet")):
                 continue
-            path = os.path.join(self.folder, name)
+            path = cfs.join(self.folder, name)
             if name.startswith(prefix):
                 self._next = max(self._next, int(name[len(prefix):-len(".parquet")]) + 1)
             try:
-                t = pq.read_table(path, columns=[schema.SYNTH_SEED_ID, "gen_key"])
+                t = cfs.read_parquet(path, columns=[schema.SYNTH_SEED_ID, "gen_key"])
             except (pa.ArrowInvalid, OSError) as exc:
                 raise ShardError(f"{path}: unreadable resume cache part ({exc}); delete it to regenerate its "
                                  "samples", path) from exc
@@ -266,7 +265,7 @@ class GenerationCache:
 
     def _part(self, path: str) -> pa.Table:
         if path not in self._tables:
-            t = pq.read_table(path, schema=GEN_SCHEMA)
+            t = cfs.read_parquet(path, schema=GEN_SCHEMA)
             self._tables[path] = t.filter(pc.equal(t.column("gen_key"), self.gen_key))
         return self._tables[path]
 
@@ -294,15 +293,11 @@ class GenerationCache:
         if not rows:
             return
         table = pa.Table.from_pylist(rows, schema=GEN_SCHEMA)
-        os.makedirs(self.folder, exist_ok=True)
-        final = os.path.join(self.folder, f"part-{self.rank:05d}-{self._next:05d}.parquet")
-        tmp = final + TMP_SUFFIX
-        try:
-            pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, final)
+        final = cfs.join(self.folder, f"part-{self.rank:05d}-{self._next:05d}.parquet")
+        try:  # .tmp + rename locally; one upload, visible only when whole, on object storage
+            with cfs.AtomicWriter(final) as w:
+                pq.write_table(table, w.file, compression="zstd")
         except OSError as exc:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
             raise FatalError(f"{final}: cannot write the resume cache ({exc}); check free space and "
                              "permissions") from exc
         self._next += 1
@@ -376,7 +371,7 @@ class SynthStage(Stage):
         if self.template.tir:
             self.sandbox = Sandbox(timeout_s=c.sandbox_timeout, memory_mb=c.sandbox_memory_mb,
                                    network=c.sandbox_network, isolation=c.sandbox)
-        self.cache = GenerationCache(c.cache_dir or os.path.join(task.run.output, CACHE_DIR), task.rank,
+        self.cache = GenerationCache(c.cache_dir or cfs.join(task.run.output, CACHE_DIR), task.rank,
                                      self.gen_key())
         self.cache.load()
         task.extra.setdefault("engine_seconds", 0.0)

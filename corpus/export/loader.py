@@ -31,7 +31,9 @@ dataset the DataLoader's ``batch_size``). The workers' copies advance, not yours
 state in the main process with ``ds.state_dict(consumed=n)``, ``n`` = items your loop took
 from the DataLoader since it was started from this dataset's state (steps x batch size).
 Call ``ds.set_epoch(e)`` (or ``load_state_dict``) before starting each epoch's iterator
-(``persistent_workers=True`` workers move on to the next epoch by themselves).
+(``persistent_workers=True`` workers move on to the next epoch by themselves). Datasets pickle as
+the paths to reopen (a few KB), never as the memory-mapped shards, so spawn-started workers
+are cheap too.
 
 ``TokenMixture([(path, weight), ...], seed=...)`` mixes exports by weight in tokens and has
 the same order, rank, state and worker rules.

@@ -84,6 +84,7 @@ class SampleSource:
     kind = "base"
 
     def __init__(self, path: str, manifest: dict[str, Any], fingerprint: str, seq_len: int) -> None:
+        self._init_args = (path, manifest, fingerprint, seq_len)
         self.path = path
         self.manifest = manifest
         self.fingerprint = fingerprint
@@ -94,6 +95,11 @@ class SampleSource:
 
     def item(self, j: int) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled (DataLoader workers started by spawn/forkserver) as the recipe to reopen the
+        # files, never as the memory-mapped arrays' contents
+        return (type(self), self._init_args)
 
     def groups(self) -> np.ndarray | None:
         """Start of each block of samples that is cheap to read together, or None (random access is cheap)."""
@@ -286,11 +292,6 @@ class ParquetSource(SampleSource):
         self.real_tokens = int(manifest.get("tokens", self.n * seq_len))
         self._cached = -1
         self._cols: dict[str, Any] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d["_cached"], d["_cols"] = -1, {}
-        return d
 
     def groups(self) -> np.ndarray:
         return self.group_starts

@@ -189,6 +189,9 @@ class ExportStage(Stage):
         return tok
 
     def prepare(self, run: RunContext) -> None:
+        if self.config.sft:  # the SFT export is its own one-process path (corpus/export/sft.py)
+            raise ConfigError("export: sft: true runs from the command line only (mathcorpus export --sft ...); "
+                              "run it as its own step after the pipeline")
         tok = self.check()  # cached: the CLI has usually loaded it already
         sample = _sample_texts(run.all_files(), self.config.identity_sample_docs, max_chars=1_000_000)
         self.engine_choice = _choice_dict(choose_engine(tok, self.config.engine, sample))

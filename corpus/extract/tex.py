@@ -242,6 +242,8 @@ _UNESC_DOLLAR = re.compile(r"(?<!\\)\$")
 
 def escape_dollars(prose: str) -> str:
     """Write every literal dollar in prose as ``\\$`` (already escaped ones stay as they are)."""
+    if "$" not in prose:
+        return prose
     return _UNESC_DOLLAR.sub(r"\\$", prose)
 
 
@@ -256,11 +258,16 @@ _FENCE = re.compile(r"^(```|~~~)[^\n]*\n.*?^\1[ \t]*$|(?<!`)`(?!`)[^`\n]+(?:\n(?
                     re.S | re.M)
 
 
+_BLANK_LINES = re.compile(r"\n\s*\n+")
+_NEWLINE_SPACE = re.compile(r"\s*\n\s*")
+
+
 def _clean_formula(latex: str, display: bool) -> str:
     latex = latex.strip()
-    latex = re.sub(r"\n\s*\n+", "\n", latex)
-    if not display:
-        latex = re.sub(r"\s*\n\s*", " ", latex)
+    if "\n" in latex:  # most formulas are one line: skip both passes (this runs once per formula)
+        latex = _BLANK_LINES.sub("\n", latex)
+        if not display:
+            latex = _NEWLINE_SPACE.sub(" ", latex)
     # A formula must not close its own delimiter early.
     if display:
         latex = latex.replace("$$", "$ $")
@@ -294,11 +301,18 @@ def finalize_text(text: str, formulas: Sequence[tuple[str, bool]],
     pieces.append(_finalize_prose(text[pos:], formulas, delims, counts))
     out = "".join(pieces)
     # Tidy: display formulas on their own line without stray spaces; at most one blank line.
-    out = re.sub(r"[ \t]+\n", "\n", out)
-    out = re.sub(r"\n[ \t]+(?=\$\$)", "\n", out)
-    out = re.sub(r"(?<=\$\$\n)[ \t]+", "", out)
-    out = re.sub(r"\n{3,}", "\n\n", out)
+    out = _TRAILING_SPACE.sub("\n", out)
+    if "$$" in out:
+        out = _SPACE_BEFORE_DISPLAY.sub("\n", out)
+        out = _SPACE_AFTER_DISPLAY.sub("", out)
+    out = _BLANK_RUN.sub("\n\n", out)
     return out.strip("\n"), counts
+
+
+_TRAILING_SPACE = re.compile(r"[ \t]+\n")
+_SPACE_BEFORE_DISPLAY = re.compile(r"\n[ \t]+(?=\$\$)")
+_SPACE_AFTER_DISPLAY = re.compile(r"(?<=\$\$\n)[ \t]+")
+_BLANK_RUN = re.compile(r"\n{3,}")
 
 
 def _plain_formula(m: re.Match[str], formulas: Sequence[tuple[str, bool]]) -> str:

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from corpus import fs as cfs
 from corpus.errors import FatalError, ShardError
 from corpus.shards import TMP_SUFFIX
 from corpus.teacher.base import Completion, Engine, GenRequest, GenResult
@@ -58,17 +59,15 @@ class RequestCache:
         if self._loaded:
             return self
         self._loaded = True
-        if not os.path.isdir(self.folder):
-            return self
         prefix = f"part-{self.rank:05d}-"
-        for name in sorted(os.listdir(self.folder)):
+        for name in cfs.listdir(self.folder):  # sorted; empty when missing (a folder or an S3 prefix)
             if not (name.startswith("part-") and name.endswith(".parquet")):
                 continue
-            path = os.path.join(self.folder, name)
+            path = cfs.join(self.folder, name)
             if name.startswith(prefix):
                 self._next = max(self._next, int(name[len(prefix):-len(".parquet")]) + 1)
             try:
-                rows = pq.read_table(path, schema=CACHE_SCHEMA).to_pylist()
+                rows = cfs.read_parquet(path, schema=CACHE_SCHEMA).to_pylist()
             except (pa.ArrowInvalid, OSError) as exc:
                 raise ShardError(f"{path}: unreadable request cache part ({exc}); delete it and rerun to ask "
                                  "those requests again", path) from exc
@@ -98,15 +97,11 @@ class RequestCache:
             for r in results for i, c in enumerate(r.completions)]
         if not rows:
             return
-        os.makedirs(self.folder, exist_ok=True)
-        final = os.path.join(self.folder, f"part-{self.rank:05d}-{self._next:05d}.parquet")
-        tmp = final + TMP_SUFFIX
-        try:
-            pq.write_table(pa.Table.from_pylist(rows, schema=CACHE_SCHEMA), tmp, compression="zstd")
-            os.replace(tmp, final)
+        final = cfs.join(self.folder, f"part-{self.rank:05d}-{self._next:05d}.parquet")
+        try:  # .tmp + rename locally; one upload, visible only when whole, on object storage
+            with cfs.AtomicWriter(final) as w:
+                pq.write_table(pa.Table.from_pylist(rows, schema=CACHE_SCHEMA), w.file, compression="zstd")
         except OSError as exc:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
             raise FatalError(f"{final}: cannot write the request cache ({exc}); check free space and "
                              "permissions") from exc
         self._next += 1

@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from corpus.cli import main
 from tests.conftest import REPO
 from tests.corpus.storage_servers import S3Server, http_server
+from tests.teacher_server import FakeOpenAI, Plan
 
 # the planted contamination and one sample shard: 1.2k real documents, a few benchmark copies
 INPUTS = (REPO / "demo" / "planted" / "planted.jsonl", REPO / "demo" / "sample" / "sample-00.jsonl.gz")
@@ -149,6 +150,63 @@ def test_run_killed_on_s3_leaves_only_whole_objects_and_resumes(inputs: dict[str
     assert _strip(again) == _strip(local)
     got = s3_server.download(out, tmp_path / "from-s3")
     assert _data_files(got) == _data_files(tmp_path / "local")
+
+
+def test_decontam_index_and_report_on_s3(inputs: dict[str, Any], tmp_path: Path, s3_server: S3Server,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    base = inputs["base"]
+    planted = s3_server.upload(INPUTS[0], f"{base}/planted/{INPUTS[0].name}")
+    _cli(["decontam", "index", "--benchmarks", "gsm8k", "-o", f"{base}/idx"], tmp_path, monkeypatch)
+    fs = s3_server.fs()
+    assert fs.exists(f"{base}/idx/meta.json") and fs.exists(f"{base}/idx/items.parquet")
+    with_index = _cli(["decontam", "run", planted, "-o", f"{base}/dc-idx", "--index", f"{base}/idx",
+                       "--benchmarks", "gsm8k"], tmp_path, monkeypatch)
+    built = _cli(["decontam", "run", str(INPUTS[0]), "-o", str(tmp_path / "dc"), "--benchmarks", "gsm8k"], tmp_path,
+                 monkeypatch)
+    assert with_index["removed"] == built["removed"] > 0
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["decontam", "report", f"{base}/dc-idx/_report", "--html",
+                                    f"{base}/dc-idx/page.html"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert b"<html" in fs.cat(f"{base}/dc-idx/page.html")[:400].lower()
+    _no_local_url_folders(tmp_path)
+
+
+def test_synth_resume_cache_on_s3(tmp_path: Path, s3_server: S3Server, fake_openai: FakeOpenAI,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The teacher's samples are cached under OUTPUT/_synth_cache on S3: a run whose server dies mid-way
+    resumes from there, sending only the missing requests, and ends as a local run does."""
+    from corpus.errors import FatalError
+    from corpus.runner import RunOptions, run_stage
+    from corpus.shards import read_table
+    from synth.stage import CACHE_DIR, SynthConfig, SynthStage
+
+    def solver(body: dict[str, Any], i: int) -> str:
+        q = body["messages"][-1]["content"]
+        return f"Sample {i}: the answer is $\\boxed{{{7 if 'apples' in q else 18}}}$."
+
+    monkeypatch.chdir(tmp_path)
+    fake_openai.reply = solver
+    rows = [{"id": f"p{k}", "text": "Tom has 3 apples and buys 4 more. How many?" if k % 2 else
+             "A box holds 6 eggs. How many in 3 boxes?", "answer": "7" if k % 2 else "18"} for k in range(6)]
+    src = tmp_path / "p.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = SynthConfig.from_mapping({"task": "solve", "model": "t", "engine": "openai", "base_url": fake_openai.base_url,
+                                    "n": 2, "max_retries": 0, "flush_every": 2})
+    out = f"{s3_server.bucket('synth-tests')}/out"
+    fake_openai.plans = [Plan()] * 2 + [Plan(status=400, body={"error": "server went away"})]
+    with pytest.raises(FatalError, match="HTTP 400"):
+        run_stage(SynthStage(cfg), [str(src)], out, RunOptions())
+    fs = s3_server.fs()
+    assert sorted(k.rsplit("/", 1)[1] for k in fs.find(f"{out.split('://')[1]}/{CACHE_DIR}")) == \
+        ["part-00000-00000.parquet"]
+    fake_openai.plans = []
+    before = len(fake_openai.requests)
+    s = run_stage(SynthStage(cfg), [str(src)], out, RunOptions())
+    assert len(fake_openai.requests) - before == 4 and s["counters"]["seeds_resumed"] == 2
+    run_stage(SynthStage(cfg), [str(src)], str(tmp_path / "local"), RunOptions())
+    assert read_table(out).to_pylist() == read_table(str(tmp_path / "local")).to_pylist()
+    _no_local_url_folders(tmp_path)
 
 
 def test_http_inputs(inputs: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -275,6 +275,12 @@ def test_mixture_tokens_follow_weights_and_resume(loader_exports: dict[str, Path
     full = take(again)
     again.load_state_dict(state)
     assert first == full[:11] and take(again) == full[11:]
+    # under DataLoader workers the mixture arrives in the same order
+    dl_mix = TokenMixture([(str(a), 2.0), (str(b), 0.5)], seq_len=64, seed=1, rank=1, world_size=3, batch_size=4)
+    dl = torch.utils.data.DataLoader(dl_mix, batch_size=4, num_workers=2, collate_fn=collate)
+    got = [bt["input_ids"][i].numpy().tobytes() + bt["labels"][i].numpy().tobytes()
+           for bt in dl for i in range(bt["input_ids"].shape[0])]
+    assert got == full
     other = TokenMixture([(str(a), 1.0), (str(b), 0.5)], seq_len=64, seed=1, rank=1, world_size=3)
     with pytest.raises(ConfigError, match=r"cannot resume: the state was saved with weights=\[2.0, 0.5\]"):
         other.load_state_dict(state)
@@ -306,6 +312,19 @@ def test_reads_are_memory_mapped(loader_exports: dict[str, Path]) -> None:
         src = TokenDataset(loader_exports[name], seq_len=16 if name in DOC_FORMATS else None).source
         arrays = getattr(src, "arrays", None) or getattr(src, "rows")
         assert all(isinstance(a, np.memmap) or isinstance(a.base, np.memmap) for a in arrays), name
+
+
+@pytest.mark.parametrize("name", ["megatron", "numpy-packed", "sft-parquet"])
+def test_pickles_as_a_recipe_not_as_data(loader_exports: dict[str, Path], name: str) -> None:
+    import pickle
+
+    ds = TokenDataset(loader_exports[name], rank=1, world_size=2, seed=4)
+    it = iter(ds)
+    [next(it) for _ in range(3)]
+    blob = pickle.dumps(ds)
+    assert len(blob) < 20_000  # spawn-started DataLoader workers get paths, not shard contents
+    copy = pickle.loads(blob)
+    assert copy.state_dict() == ds.state_dict() and take(copy) == take(ds)
 
 
 def test_drop_last_false_pads_like_distributed_sampler(loader_exports: dict[str, Path]) -> None:

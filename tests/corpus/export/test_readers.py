@@ -191,3 +191,16 @@ def test_hf_trainer_trains_on_the_parquet_rows(loader_exports: dict[str, Path], 
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert trainer.state.global_step == 3 and len(losses) == 3
     assert all(math.isfinite(x) and x > 0 for x in losses) and math.isfinite(result.training_loss)
+
+
+def test_blend_refuses_other_formats_and_missing_exports(loader_exports: dict[str, Path], tmp_path: Path) -> None:
+    res = run_cli(["export", "blend", str(loader_exports["nanotron"])])
+    assert res.exit_code == 1 and "a nanotron export; Megatron-LM's --data-path takes --format megatron exports" \
+                                  in res.output
+    res = run_cli(["export", "blend", str(tmp_path)])
+    assert res.exit_code == 1 and "no manifest.json; pass folders written by mathcorpus export --format megatron" \
+                                  in res.output
+    res = run_cli(["export", "blend", str(loader_exports["megatron"])])
+    words = res.output.split()
+    assert res.exit_code == 0 and sum(float(w) for w in words[0::2]) == pytest.approx(1.0)
+    assert all(Path(p + ".bin").exists() and Path(p + ".idx").exists() for p in words[1::2])

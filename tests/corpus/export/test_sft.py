@@ -180,3 +180,16 @@ def test_errors_and_rerun(tmp_path: Path) -> None:
     res = run_cli([*good, "--seed", "9"])
     assert res.exit_code == 2 and "holds an export made with other settings or inputs; pass --overwrite" in res.output
     assert run_cli([*good, "--seed", "9", "--overwrite"]).exit_code == 0
+
+
+def test_sft_in_a_pipeline_is_refused_not_silently_exported_as_text(tmp_path: Path) -> None:
+    from corpus.errors import ConfigError
+    from corpus.export.stage import ExportConfig, ExportStage
+    from corpus.runner import run_stage
+
+    write_jsonl(tmp_path / "in" / "g.jsonl", [{"id": r["id"], "text": r["question"], "question": r["question"],
+                                              "answer": r["answer"]} for r in gsm8k_records(3)])
+    cfg = ExportConfig(format="parquet", sft=True, prompt_field="question", response_field="answer", seq_len=256)
+    with pytest.raises(ConfigError, match=r"sft: true runs from the command line only \(mathcorpus export --sft"):
+        run_stage(ExportStage(cfg), [str(tmp_path / "in")], str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "manifest.json").exists()

@@ -145,3 +145,14 @@ def test_extract_page_never_raises(data: bytes | str) -> None:
     page = extract_page(data)
     assert isinstance(page.text, str)
     assert (page.error is None) == bool(page.text.strip())
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list(" \t\n\r\xa0\u3000\x1cab\ue000$")), max_size=40))
+def test_norm_collapses_whitespace_like_the_regex(s: str) -> None:
+    # _norm is the fast path of re.sub(r"\s+", " ", s): the same result on any text
+    import re
+
+    from corpus.extract.content import _norm
+
+    assert _norm(s) == re.sub(r"\s+", " ", s)

@@ -70,3 +70,14 @@ def test_formulas_are_not_prose_and_long_input_is_read_past_80_chars() -> None:
     # 100 characters of formulas-free English noise before the German: an 80-char cut would say "en"
     text = "OK OK OK OK OK " * 7 + "Die Ableitung der Funktion ist überall stetig, wie man leicht nachrechnet. " * 3
     assert detect_language(text)[0] == "de"
+
+
+def test_bundled_model_is_the_one_its_notice_names() -> None:
+    import hashlib
+    import re
+
+    from corpus.extract.lang import model_path
+
+    notice = (model_path().parent / "NOTICE.md").read_text(encoding="utf-8")
+    want = re.search(r"sha256\s+`([0-9a-f]{64})`", notice)
+    assert want and hashlib.sha256(model_path().read_bytes()).hexdigest() == want.group(1)
