@@ -29,7 +29,6 @@ second, and the core-hours one Common Crawl snapshot (3e9 pages) would take.
 from __future__ import annotations
 
 import argparse
-import gzip
 import io
 import json
 import resource

@@ -94,6 +94,21 @@ def join(base: str, *parts: str) -> str:
     return posixpath.join(base, *parts)
 
 
+def numbered_parts(folder: str, rank: int) -> tuple[list[str], int]:
+    """Paths of the ``part-{rank:05d}-{n:05d}.parquet`` files in ``folder`` (every rank's, sorted),
+    and the next free ``n`` for ``rank``: how resume caches find what earlier runs wrote."""
+    prefix = f"part-{rank:05d}-"
+    paths: list[str] = []
+    nxt = 0
+    for name in listdir(folder):  # sorted; empty when missing (a folder or an S3 prefix)
+        if not (name.startswith("part-") and name.endswith(".parquet")):
+            continue
+        paths.append(join(folder, name))
+        if name.startswith(prefix):
+            nxt = max(nxt, int(name[len(prefix):-len(".parquet")]) + 1)
+    return paths, nxt
+
+
 def dirname(path: str) -> str:
     if not is_remote(path):
         return os.path.dirname(path)

@@ -16,11 +16,9 @@ plan and package version go to ``WORKDIR/pipeline.json``; the run report to
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import click

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar
 
-import numpy as np
 import pyarrow as pa
 from datatrove.pipeline.base import PipelineStep
 

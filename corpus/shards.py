@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field

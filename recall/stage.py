@@ -22,9 +22,7 @@ Removed documents carry ``removal_reason = "recall:below_threshold"``.
 from __future__ import annotations
 
 import io
-import json
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 

@@ -23,7 +23,6 @@ was accepted (``BatchResult.inputs_kept``), otherwise it is removed with a reaso
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -39,7 +38,6 @@ from corpus import schema
 from corpus.config import StageConfig, opt
 from corpus.errors import ConfigError, FatalError, ShardError
 from corpus.runner import BatchResult, RunContext, Stage, TaskContext
-from corpus.shards import TMP_SUFFIX
 from corpus.teacher import (BACKENDS, Completion, Engine, EngineSpec, GenRequest, GenResult, SamplingConfig,
                             derive_seed, get_engine)
 from synth.answers import CheckOptions, extract_answer, load_scorer
@@ -244,13 +242,9 @@ class GenerationCache:
 
     def load(self) -> None:
         """Index which seeds the cache holds for this ``gen_key`` (reads two columns only)."""
-        prefix = f"part-{self.rank:05d}-"
-        for name in cfs.listdir(self.folder):  # sorted; empty when missing (a folder or an S3 prefix)
-            if not (name.startswith("part-") and name.endswith(".parquet")):
-                continue
-            path = cfs.join(self.folder, name)
-            if name.startswith(prefix):
-                self._next = max(self._next, int(name[len(prefix):-len(".parquet")]) + 1)
+        paths, nxt = cfs.numbered_parts(self.folder, self.rank)
+        self._next = max(self._next, nxt)
+        for path in paths:
             try:
                 t = cfs.read_parquet(path, columns=[schema.SYNTH_SEED_ID, "gen_key"])
             except (pa.ArrowInvalid, OSError) as exc:

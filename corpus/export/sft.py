@@ -51,7 +51,7 @@ from corpus.errors import ConfigError, InputError
 from corpus.export import mix as mixing
 from corpus.export.tokenize import BUNDLED_DIR, LoadedTokenizer
 from corpus.export.writers import choose_dtype, make_writer
-from corpus.shards import TMP_SUFFIX, atomic_write_json, iter_batches, list_input_files
+from corpus.shards import atomic_write_json, iter_batches, list_input_files
 
 ROLES = ("system", "user", "assistant", "tool")
 TOO_LONG = ("truncate", "remove")

@@ -27,7 +27,6 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
@@ -55,7 +54,7 @@ from corpus.export.tokenize import (
 )
 from corpus.export.writers import DTYPES, FORMATS, choose_dtype, make_writer
 from corpus.runner import BatchResult, Phase, RunContext, Stage, TaskContext
-from corpus.shards import TMP_SUFFIX, atomic_write_json, iter_batches
+from corpus.shards import atomic_write_json, iter_batches
 
 WORK_DIR = "_work"
 MANIFEST = "manifest.json"

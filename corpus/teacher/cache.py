@@ -13,7 +13,6 @@ one serves callers whose unit is one request: the decontam judge tier and annota
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +22,6 @@ import xxhash
 
 from corpus import fs as cfs
 from corpus.errors import FatalError, ShardError
-from corpus.shards import TMP_SUFFIX
 from corpus.teacher.base import Completion, Engine, GenRequest, GenResult
 
 CACHE_SCHEMA = pa.schema([
@@ -59,13 +57,9 @@ class RequestCache:
         if self._loaded:
             return self
         self._loaded = True
-        prefix = f"part-{self.rank:05d}-"
-        for name in cfs.listdir(self.folder):  # sorted; empty when missing (a folder or an S3 prefix)
-            if not (name.startswith("part-") and name.endswith(".parquet")):
-                continue
-            path = cfs.join(self.folder, name)
-            if name.startswith(prefix):
-                self._next = max(self._next, int(name[len(prefix):-len(".parquet")]) + 1)
+        paths, nxt = cfs.numbered_parts(self.folder, self.rank)
+        self._next = max(self._next, nxt)
+        for path in paths:
             try:
                 rows = cfs.read_parquet(path, schema=CACHE_SCHEMA).to_pylist()
             except (pa.ArrowInvalid, OSError) as exc:

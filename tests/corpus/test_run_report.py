@@ -19,7 +19,6 @@ import pytest
 from click.testing import CliRunner
 
 from corpus.cli import main
-from corpus.pipeline import load_pipeline, run_pipeline
 from corpus.run_report import build_report, render_report_html
 from tests.conftest import write_jsonl
 

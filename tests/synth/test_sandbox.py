@@ -3,44 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from corpus.errors import ConfigError
 from synth.sandbox import Sandbox, SandboxResult, unshare_available
-
-
-@pytest.fixture
-def listener() -> Iterator[tuple[int, list[object]]]:
-    """A TCP server on 127.0.0.1 recording every connection it accepts."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    srv.settimeout(0.2)
-    accepted: list[object] = []
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            try:
-                conn, addr = srv.accept()
-            except (TimeoutError, OSError):
-                continue
-            accepted.append(addr)
-            conn.close()
-
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
-    yield srv.getsockname()[1], accepted
-    stop.set()
-    t.join()
-    srv.close()
 
 
 def _connect_code(port: int) -> str:

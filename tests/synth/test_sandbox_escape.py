@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -155,32 +154,6 @@ def test_layer_pid_namespace_alone(bare: Sandbox, victim_process: subprocess.Pop
 
 
 # ----------------------------------------------------------------------------- network
-@pytest.fixture
-def listener() -> Iterator[tuple[int, list[object]]]:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    srv.settimeout(0.2)
-    accepted: list[object] = []
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            try:
-                conn, addr = srv.accept()
-            except (TimeoutError, OSError):
-                continue
-            accepted.append(addr)
-            conn.close()
-
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
-    yield srv.getsockname()[1], accepted
-    stop.set()
-    t.join()
-    srv.close()
-
-
 def _ctypes_connect(port: int) -> str:
     return ("import ctypes, struct, socket\n"
             "libc = ctypes.CDLL('libc.so.6', use_errno=True)\n"
