@@ -263,6 +263,23 @@ def _keep_slices(batch: pa.RecordBatch, removed: np.ndarray) -> pa.Table:
     return pa.Table.from_batches(pieces, schema=batch.schema)
 
 
+def judge_state_paths(report_dir: str, judge_cache: str | None) -> tuple[str, str]:
+    """Where the judge tier keeps its answer cache and its call-budget counter.
+
+    The counter is a file that the tasks of one run lock while they reserve calls, which object
+    storage cannot do: with the report on object storage it goes beside a local ``judge_cache``,
+    and without one the run is refused with the fix.
+    """
+    cache = judge_cache or cfs.join(report_dir, "judge_cache")
+    home = report_dir if not cfs.is_remote(report_dir) else (judge_cache or report_dir)
+    budget = cfs.join(home, "judge_budget.json")
+    if cfs.is_remote(budget):
+        raise ConfigError(f"{report_dir}: the judge tier counts its calls in a locked file, which object storage "
+                          "cannot hold; pass --judge-cache DIR on a local or shared filesystem (its budget "
+                          "file goes there)")
+    return cache, budget
+
+
 class DecontamStage(JudgeTier, Stage):
     """Removes documents that contain benchmark items (13-gram + LCS ratio, Qwen2.5-Math rule)."""
 
@@ -306,6 +323,8 @@ class DecontamStage(JudgeTier, Stage):
     def prepare(self, run: RunContext) -> None:
         cfg = self.cfg
         self.report_dir = report_dir_for(cfg, run.output)
+        if cfg.judge:
+            judge_state_paths(self.report_dir, cfg.judge_cache)  # refuse before writing anything
         cfs.makedirs(self.report_dir)
         if run.options.removed_dir is None:
             run.removed_dir = cfs.join(self.report_dir, "removed")
@@ -333,9 +352,7 @@ class DecontamStage(JudgeTier, Stage):
 
     def _judge_paths(self) -> tuple[str, str]:
         """(answer cache folder, budget counter file) of the judge tier."""
-        report = self.report_dir or ""
-        return (self.cfg.judge_cache or cfs.join(report, "judge_cache"),
-                cfs.join(report, "judge_budget.json"))
+        return judge_state_paths(self.report_dir or "", self.cfg.judge_cache)
 
     def _build_fuzzy(self, idx: DecontamIndex) -> Any:
         """The near-duplicate index over the same benchmarks' questions (seconds; built per worker)."""

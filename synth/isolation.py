@@ -108,6 +108,10 @@ def bwrap_command(bwrap: str, layout: PythonLayout, control_fd_args: Sequence[st
            "--cap-drop", "ALL", "--uid", "65534", "--gid", "65534", "--hostname", "sandbox", "--clearenv"]
     for k, v in env.items():
         cmd += ["--setenv", k, v]
+    # The private tmpfs folders first: bwrap mounts in order, and the interpreter may live under
+    # /tmp (a checkout or venv there), whose read-only binds must land on top of the tmpfs.
+    cmd += ["--size", str(tmpfs_bytes), "--tmpfs", "/tmp",
+            "--size", str(tmpfs_bytes), "--tmpfs", SANDBOX_ROOT]
     for d in ("/usr/lib", "/usr/lib64", "/usr/lib32"):
         if os.path.isdir(d):
             cmd += _ro(d)
@@ -124,8 +128,6 @@ def bwrap_command(bwrap: str, layout: PythonLayout, control_fd_args: Sequence[st
         if not site.startswith(layout.base_lib + os.sep) and not site.startswith("/usr/lib"):
             cmd += _ro(site)
     cmd += ["--proc", "/proc", "--dev", "/dev",
-            "--size", str(tmpfs_bytes), "--tmpfs", "/tmp",
-            "--size", str(tmpfs_bytes), "--tmpfs", SANDBOX_ROOT,
             *control_fd_args, "--seccomp", str(seccomp_fd), "--chdir", SANDBOX_ROOT, "--", *argv]
     return cmd
 

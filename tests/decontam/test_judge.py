@@ -455,3 +455,16 @@ def test_call_budget_grants_up_to_the_cap(tmp_path: Path) -> None:
     free = CallBudget(str(tmp_path / "c.json"), None)
     free.reset()
     assert free.reserve(10**6) == 10**6
+
+
+def test_judge_state_stays_off_object_storage() -> None:
+    from corpus.errors import ConfigError
+    from decontam.stage import judge_state_paths
+
+    assert judge_state_paths("/r", None) == ("/r/judge_cache", "/r/judge_budget.json")
+    assert judge_state_paths("s3://b/r", "/scratch/jc") == ("/scratch/jc", "/scratch/jc/judge_budget.json")
+    with pytest.raises(ConfigError) as exc:
+        judge_state_paths("s3://b/r", None)
+    assert str(exc.value) == ("s3://b/r: the judge tier counts its calls in a locked file, which object storage "
+                              "cannot hold; pass --judge-cache DIR on a local or shared filesystem (its budget "
+                              "file goes there)")
