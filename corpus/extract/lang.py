@@ -20,7 +20,6 @@ from corpus.errors import FatalError
 
 DEFAULT_MAX_CHARS = 400
 _FORMULA_RE = re.compile(r"\$\$.*?\$\$|(?<!\\)\$[^$]*?(?<!\\)\$", re.S)
-_SPACE_RE = re.compile(r"\s+")
 
 
 def model_path() -> Path:
@@ -46,7 +45,9 @@ def _model() -> Any:
 def prose_sample(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> str:
     """The text the model sees: formulas dropped, whitespace collapsed, at most ``max_chars``."""
     head = text[: max_chars * 3]
-    return _SPACE_RE.sub(" ", _FORMULA_RE.sub(" ", head)).strip()[:max_chars]
+    if "$" in head:
+        head = _FORMULA_RE.sub(" ", head)
+    return " ".join(head.split())[:max_chars]  # = re.sub(r"\s+", " ", head).strip(), in C
 
 
 def detect_language(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> tuple[str, float]:
@@ -54,7 +55,10 @@ def detect_language(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> tuple[str,
     sample = prose_sample(text, max_chars)
     if not sample:
         return "und", 0.0
-    labels, scores = _model().predict(sample, k=1)
-    if not labels:
+    # the sample has no newline (whitespace is collapsed), which is all FastText.predict's wrapper
+    # checks before this same call; skipping the wrapper halves the cost per page
+    found = _model().f.predict(sample, 1, 0.0, "strict")
+    if not found:
         return "und", 0.0
-    return labels[0].replace("__label__", ""), round(float(min(scores[0], 1.0)), 4)
+    score, label = found[0]
+    return label.replace("__label__", ""), round(float(min(score, 1.0)), 4)

@@ -18,11 +18,13 @@ a lowercase word ("$HOME/$USER", "$see here$").
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lxml import etree
 from lxml import html as lhtml
 
 __all__ = ["TexDelimiters", "page_delimiters", "finalize_text", "find_raw_tex",
@@ -102,10 +104,19 @@ def page_delimiters(root: lhtml.HtmlElement, raw_html: str | None = None) -> Tex
     and environments): most sites that write raw TeX configure ``$`` and CommonCrawl copies of
     pages without a renderer still hold TeX meant as TeX.
     """
-    scripts = root.xpath("//script[not(@src)][not(starts-with(@type,'math/'))]/text()")
+    scripts = _INLINE_SCRIPTS(root)
     js = "\n".join(s for s in scripts if "Math" in s or "delimiters" in s or "katex" in s.lower())
     if not js:
         return RENDERER_DELIMITERS
+    return _delimiters_from_js(js)
+
+
+_INLINE_SCRIPTS = etree.XPath("//script[not(@src)][not(starts-with(@type,'math/'))]/text()")
+
+
+@functools.lru_cache(maxsize=256)
+def _delimiters_from_js(js: str) -> TexDelimiters:
+    """The delimiter configuration a page's scripts declare (cached: a site's pages share one)."""
     inline: tuple[tuple[str, str], ...] | None = None
     display: tuple[tuple[str, str], ...] | None = None
     m = _INLINE_CFG.search(js)
@@ -169,25 +180,29 @@ def _plausible_inline_dollar(body: str, after: str, strict: bool = False) -> boo
     return True
 
 
-def find_raw_tex(text: str, delims: TexDelimiters) -> list[tuple[int, int, str, bool]]:
-    """Raw TeX formulas in prose: (start, end, latex, is_display), left to right, no overlap.
-
-    Escaped dollars (``\\$``) are never delimiters.
-    """
+@functools.lru_cache(maxsize=64)
+def _openers(delims: TexDelimiters) -> tuple[tuple[tuple[str, str, bool], ...], re.Pattern[str] | None]:
+    """The delimiter pairs, longest opener first (so "$$" wins over "$"), and one regex finding
+    any opener: built once per delimiter configuration, not once per page."""
     pairs: list[tuple[str, str, bool]] = [(a, b, True) for a, b in delims.display]
     pairs += [(a, b, False) for a, b in delims.inline]
-    # Longest opener first so "$$" wins over "$".
     pairs.sort(key=lambda p: -len(p[0]))
-    if not pairs and not delims.environments:
-        return []
     openers = sorted({re.escape(a) for a, _, _ in pairs}, key=len, reverse=True)
     alts = []
     if delims.environments:
         alts.append(r"\\begin\{(?:" + "|".join(_ENV_NAMES) + r")\*?\}")
     alts += openers
-    if not alts:
+    return tuple(pairs), (re.compile("|".join(alts)) if alts else None)
+
+
+def find_raw_tex(text: str, delims: TexDelimiters) -> list[tuple[int, int, str, bool]]:
+    """Raw TeX formulas in prose: (start, end, latex, is_display), left to right, no overlap.
+
+    Escaped dollars (``\\$``) are never delimiters.
+    """
+    pairs, opener_re = _openers(delims)
+    if opener_re is None:
         return []
-    opener_re = re.compile("|".join(alts))
     out: list[tuple[int, int, str, bool]] = []
     i, n = 0, len(text)
     while i < n:
@@ -294,18 +309,24 @@ def finalize_text(text: str, formulas: Sequence[tuple[str, bool]],
     counts: Counter[str] = Counter()
     pieces: list[str] = []
     pos = 0
-    for fm in _FENCE.finditer(text):
-        pieces.append(_finalize_prose(text[pos:fm.start()], formulas, delims, counts))
-        pieces.append(_SENT.sub(lambda m: _plain_formula(m, formulas), fm.group(0)))
-        pos = fm.end()
+    # Each pass below is guarded by a substring test: the regexes have no literal prefix, so
+    # they would try every position of every page, and most pages need none of them.
+    if "`" in text or "~~~" in text:
+        for fm in _FENCE.finditer(text):
+            pieces.append(_finalize_prose(text[pos:fm.start()], formulas, delims, counts))
+            pieces.append(_SENT.sub(lambda m: _plain_formula(m, formulas), fm.group(0)))
+            pos = fm.end()
     pieces.append(_finalize_prose(text[pos:], formulas, delims, counts))
     out = "".join(pieces)
     # Tidy: display formulas on their own line without stray spaces; at most one blank line.
-    out = _TRAILING_SPACE.sub("\n", out)
+    if " \n" in out or "\t\n" in out:
+        out = _TRAILING_SPACE.sub("\n", out)
     if "$$" in out:
         out = _SPACE_BEFORE_DISPLAY.sub("\n", out)
-        out = _SPACE_AFTER_DISPLAY.sub("", out)
-    out = _BLANK_RUN.sub("\n\n", out)
+        if "$$\n " in out or "$$\n\t" in out:
+            out = _SPACE_AFTER_DISPLAY.sub("", out)
+    if "\n\n\n" in out:
+        out = _BLANK_RUN.sub("\n\n", out)
     return out.strip("\n"), counts
 
 
