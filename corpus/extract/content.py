@@ -245,6 +245,8 @@ def _norm(s: str) -> str:
     str.split runs in C and this is called for every text node)."""
     if not s:
         return s
+    if s.isspace():  # the whitespace between tags: most text nodes of a page
+        return " "
     core = " ".join(s.split())
     if s[0].isspace():
         core = " " + core
@@ -294,8 +296,11 @@ def serialize(main: etree._Element) -> str:
             return
         text = "".join(cur)
         cur.clear()
-        lines = [ln.strip() for ln in text.split("\n")]
-        text = "\n".join(ln for ln in lines if ln)
+        if "\n" in text:
+            lines = [ln.strip() for ln in text.split("\n")]
+            text = "\n".join(ln for ln in lines if ln)
+        else:  # most blocks are one line
+            text = text.strip()
         if text and text.strip("-#>|`*. 0123456789"):
             blocks.append((indent[0] + text, item[0]))
         indent[0] = ""
@@ -414,9 +419,6 @@ def _head_info(root: etree._Element) -> tuple[str | None, str | None]:
     return _norm(title or og or "").strip() or None, canonical
 
 
-_WIDE_ENCODINGS = frozenset({"utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"})
-
-
 def extract_page(html: str | bytes, url: str | None = None, *, http_charset: str | None = None,
                  math: bool = True) -> ExtractedPage:
     """Extract the main text of one page with its formulas as LaTeX.
@@ -441,9 +443,7 @@ def extract_page(html: str | bytes, url: str | None = None, *, http_charset: str
     delims = DEFAULT_DELIMITERS
     if math:
         delims = page_delimiters(root, text)
-        # UTF-16/32 pages: markers are searched in the decoded text, not in the bytes
-        raw = html if isinstance(html, bytes) and enc not in _WIDE_ENCODINGS else text
-        counts.update(replace_math(root, delims, raw=raw))
+        counts.update(replace_math(root, delims))
     formulas: list[tuple[str, bool]] = []
     for k, el in enumerate(_MATHS(root)):
         formulas.append((el.text or "", el.get("data-display") == "1"))

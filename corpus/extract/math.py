@@ -29,7 +29,6 @@ Raw TeX in text nodes is left to :func:`corpus.extract.tex.finalize_text`.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections import Counter
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -56,41 +55,6 @@ _CANDIDATES = etree.XPath(
     " | //@data-tex/.. | //@data-entry/.. | //@class[" + _CLASS_HINT + "]/.."
 )
 _SIGNAL = _CANDIDATES
-# Each `//` part of that union is a tree traversal of its own, and the attribute parts are the
-# costly ones. With the page's source at hand, parts whose marker text does not occur in it
-# cannot match anything and are left out (the union's order stays document order).
-_ATTR_PARTS = (("data-math", "//@data-math/.."), ("data-latex", "//@data-latex/.."), ("data-tex", "//@data-tex/.."),
-               ("data-entry", "//@data-entry/.."))
-_CLASS_MARKERS = ("katex", "mwe-math-element", "MathJax", "MJX")
-
-
-@functools.lru_cache(maxsize=64)
-def _candidates_xpath(attrs: tuple[str, ...], classes: tuple[str, ...]) -> etree.XPath:
-    parts = ["//math", "//mjx-container", "//img", "//script[@type]"]
-    parts += [p for marker, p in _ATTR_PARTS if marker in attrs]
-    if classes:
-        parts.append("//@class[" + " or ".join(f"contains(., '{c}')" for c in classes) + "]/..")
-    return etree.XPath(" | ".join(parts))
-
-
-_ATTR_MARKERS_B = tuple(m.encode() for m, _ in _ATTR_PARTS)
-_CLASS_MARKERS_B = tuple(c.encode() for c in _CLASS_MARKERS)
-
-
-def _candidates(root: etree._Element, raw: str | bytes | None) -> list[etree._Element]:
-    if raw is None:
-        return _CANDIDATES(root)
-    # the raw bytes when the caller has them: searching bytes is several times faster than
-    # searching decoded text that holds non-ASCII characters
-    if isinstance(raw, bytes):
-        low = raw.lower() if b"DATA-" in raw or b"Data-" in raw else raw  # attribute names are case-blind
-        attrs = tuple(m for (m, _), mb in zip(_ATTR_PARTS, _ATTR_MARKERS_B) if mb in low)
-        classes = tuple(c for c, cb in zip(_CLASS_MARKERS, _CLASS_MARKERS_B) if cb in raw)
-    else:
-        low_s = raw.lower() if "DATA-" in raw or "Data-" in raw else raw
-        attrs = tuple(m for m, _ in _ATTR_PARTS if m in low_s)
-        classes = tuple(c for c in _CLASS_MARKERS if c in raw)
-    return _candidates_xpath(attrs, classes)(root)
 _MJ2_CLASSES = frozenset(["MathJax_Preview", "MathJax", "MathJax_Display", "MathJax_SVG", "MathJax_SVG_Display",
                           "MathJax_CHTML", "MJXc-display", "MathJax_MathML", "MJX_Assistive_MathML",
                           "MathJax_PHTML", "MathJax_MathContainer", "MathJax_SVG_Preview"])
@@ -211,18 +175,17 @@ def _math_latex(math: etree._Element) -> str:
     return mathml_to_latex(math)
 
 
-def replace_math(root: lhtml.HtmlElement, delims: TexDelimiters, raw: str | bytes | None = None) -> Counter[str]:
+def replace_math(root: lhtml.HtmlElement, delims: TexDelimiters) -> Counter[str]:
     """Rewrite every DOM formula as one ``<mc-math data-display="0|1">LATEX</mc-math>``.
 
     Returns counts by markup (``wikipedia``, ``data_tex``, ``katex``, ``mathjax3``,
     ``mathjax2``, ``asciimath``, ``mathml``, ``latex_img``); ``unrecoverable`` counts
     rendered formulas that carry no source text (e.g. MathJax SVG without assistive MathML),
     which are removed. `delims` is accepted for symmetry with the text pass (DOM markup does
-    not depend on it). `raw`, the page's source (bytes or decoded), only makes the search
-    faster: query parts whose markup the source does not mention are skipped.
+    not depend on it).
     """
     counts: Counter[str] = Counter()
-    candidates = _candidates(root, raw)
+    candidates = _CANDIDATES(root)
     if not candidates:
         return counts
     root = root.getroottree().getroot()  # a fragment parse still hangs under <html><body>
