@@ -376,10 +376,6 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         raise FatalError(f"{path}: cannot write ({exc}); check free space and permissions") from exc
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def atomic_write_json(path: str, obj: object) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
