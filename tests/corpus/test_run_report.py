@@ -20,10 +20,10 @@ from click.testing import CliRunner
 
 from corpus.cli import main
 from corpus.run_report import build_report, render_report_html
+from tests.browser import CHROMIUM, num, offline_page
 from tests.conftest import write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def _sample_rows(per_source: int) -> list[dict[str, Any]]:
@@ -134,10 +134,6 @@ def test_generic_stage_list_and_escaping(tmp_path: Path) -> None:
     json.dumps(rep)  # report.json is plain JSON
 
 
-def _num(text: str) -> float:
-    return float(text.replace(",", "").replace("%", "").strip())
-
-
 def _artifacts() -> Path:
     d = Path(os.environ.get("MATHCORPUS_ARTIFACTS") or REPO / "tests" / "artifacts")
     d.mkdir(parents=True, exist_ok=True)
@@ -147,91 +143,76 @@ def _artifacts() -> Path:
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 def test_page_in_headless_chromium(run_dir: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     rep = json.loads((run_dir / "report.json").read_text())
-    problems: list[str] = []
-    requests: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1000})
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-                    if m.type in ("error", "warning") else None)
-            page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto((run_dir / "report.html").as_uri())
-            page.wait_for_load_state("load")
+    with offline_page(1440, 1000) as (page, problems, requests):
+        page.goto((run_dir / "report.html").as_uri())
+        page.wait_for_load_state("load")
 
-            t = rep["totals"]
-            assert _num(page.inner_text("#kpi-docs-in")) == t["docs_in"]
-            assert _num(page.inner_text("#kpi-docs-out")) == t["docs_out"]
-            assert _num(page.inner_text("#kpi-removed")) == t["removed"]
-            assert _num(page.inner_text("#kpi-tokens")) == t["tokens"]
-            # the stage table shows report.json's numbers, one row per step
-            assert page.locator("#stages-table tbody tr").count() == len(rep["stages"])
-            for s in rep["stages"]:
-                row = page.locator(f'#stages-table tr[data-label="{s["label"]}"]')
-                keys = ("docs_in", "kept", "removed", "tasks") if s["kind"] == "stage" else ()
-                for k in keys:
-                    assert _num(row.locator(f'td[data-k="{k}"]').inner_text()) == s[k], (s["label"], k)
-                for ln in s["links"]:  # every link points at something that exists
-                    href = row.locator(f'a[href="{ln["href"]}"]')
-                    assert href.count() == 1 and (run_dir / ln["href"]).exists(), ln
-            # the funnel drew kept + removed per shard stage, on one scale, narrowing
-            shard = [s for s in rep["stages"] if s["kind"] == "stage"]
-            assert page.get_attribute("#chart-funnel", "data-drawn") == "true"
-            widths = []
-            for s in shard:
-                kept = page.locator(f'#chart-funnel rect.kept[data-label="{s["label"]}"]')
-                rem = page.locator(f'#chart-funnel rect.removed[data-label="{s["label"]}"]')
-                assert int(kept.get_attribute("data-value")) == s["kept"]
-                assert int(rem.get_attribute("data-value")) == s["removed"]
-                assert (float(rem.get_attribute("width")) > 0) == (s["removed"] > 0)
-                box = kept.bounding_box()
-                assert box is not None and box["width"] > 100
-                widths.append(box["width"] + float(rem.get_attribute("width")))
-            assert widths == sorted(widths, reverse=True)
-            # removals by reason: one segment per reason, values as in report.json
-            segs = page.eval_on_selector_all("#chart-removals rect.seg", "els => els.map(e => "
-                                             "[e.dataset.label, e.dataset.reason, +e.dataset.value, e.getBBox().width])")
-            assert sorted((a, b, v) for a, b, v, _ in segs) == sorted(
-                (s["label"], k, v) for s in shard for k, v in s["removed_by_reason"].items())
-            assert all(wd >= 2 for *_, wd in segs)
-            # time per step: one bar per step
-            assert page.locator("#chart-timing rect.bar").count() == len(rep["stages"])
-            # contamination per benchmark: table and bars equal report.json
-            c = rep["contaminations"][0]
-            for name, b in c["benchmarks"].items():
-                row = page.locator(f'#contam-0 tr[data-benchmark="{name}"]')
-                for k in ("items", "items_found", "docs_removed"):
-                    assert _num(row.locator(f'td[data-k="{k}"]').inner_text()) == b[k], (name, k)
-                assert _num(row.locator('td[data-k="pct_touched"]').inner_text()) == round(b["pct_touched"], 2)
-                bar = page.locator(f'#chart-contam-0 rect.bar[data-label="{name}"]')
-                assert float(bar.get_attribute("data-value")) == b["pct_touched"]
-                assert (float(bar.get_attribute("width")) > 0) == (b["items_found"] > 0)
-            # tokens by source before and after the mix, and the sources table
-            x = rep["exports"][0]
-            for s in x["sources"]:
-                for cls, key in (("bar-a", "tokens_before"), ("bar-b", "tokens_after")):
-                    bar = page.locator(f'#chart-tokens-0 rect.{cls}[data-label="{s["source"]}"]')
-                    assert float(bar.get_attribute("data-value")) == s[key]
-                    assert float(bar.get_attribute("width")) > 0
-                row = page.locator(f'#export-0 .sources-table tr[data-source="{s["source"]}"]')
-                for k in ("weight", "docs_before", "docs_after", "tokens_before", "tokens_after"):
-                    assert _num(row.locator(f'td[data-k="{k}"]').inner_text()) == s[k], (s["source"], k)
-            assert _num(page.inner_text('#export-0 .output-table td[data-k="tokens"]')) == x["tokens"]
-            assert page.locator("#export-0 .shards-table tbody tr").count() == len(x["shards"])
-            assert page.inner_text('#export-0 .tokenizer-table td[data-k="engine"]') == x["tokenizer"]["engine"]
-            page.screenshot(path=str(_artifacts() / "run_report.png"), full_page=True)
+        t = rep["totals"]
+        assert num(page.inner_text("#kpi-docs-in")) == t["docs_in"]
+        assert num(page.inner_text("#kpi-docs-out")) == t["docs_out"]
+        assert num(page.inner_text("#kpi-removed")) == t["removed"]
+        assert num(page.inner_text("#kpi-tokens")) == t["tokens"]
+        # the stage table shows report.json's numbers, one row per step
+        assert page.locator("#stages-table tbody tr").count() == len(rep["stages"])
+        for s in rep["stages"]:
+            row = page.locator(f'#stages-table tr[data-label="{s["label"]}"]')
+            keys = ("docs_in", "kept", "removed", "tasks") if s["kind"] == "stage" else ()
+            for k in keys:
+                assert num(row.locator(f'td[data-k="{k}"]').inner_text()) == s[k], (s["label"], k)
+            for ln in s["links"]:  # every link points at something that exists
+                href = row.locator(f'a[href="{ln["href"]}"]')
+                assert href.count() == 1 and (run_dir / ln["href"]).exists(), ln
+        # the funnel drew kept + removed per shard stage, on one scale, narrowing
+        shard = [s for s in rep["stages"] if s["kind"] == "stage"]
+        assert page.get_attribute("#chart-funnel", "data-drawn") == "true"
+        widths = []
+        for s in shard:
+            kept = page.locator(f'#chart-funnel rect.kept[data-label="{s["label"]}"]')
+            rem = page.locator(f'#chart-funnel rect.removed[data-label="{s["label"]}"]')
+            assert int(kept.get_attribute("data-value")) == s["kept"]
+            assert int(rem.get_attribute("data-value")) == s["removed"]
+            assert (float(rem.get_attribute("width")) > 0) == (s["removed"] > 0)
+            box = kept.bounding_box()
+            assert box is not None and box["width"] > 100
+            widths.append(box["width"] + float(rem.get_attribute("width")))
+        assert widths == sorted(widths, reverse=True)
+        # removals by reason: one segment per reason, values as in report.json
+        segs = page.eval_on_selector_all("#chart-removals rect.seg", "els => els.map(e => "
+                                         "[e.dataset.label, e.dataset.reason, +e.dataset.value, e.getBBox().width])")
+        assert sorted((a, b, v) for a, b, v, _ in segs) == sorted(
+            (s["label"], k, v) for s in shard for k, v in s["removed_by_reason"].items())
+        assert all(wd >= 2 for *_, wd in segs)
+        # time per step: one bar per step
+        assert page.locator("#chart-timing rect.bar").count() == len(rep["stages"])
+        # contamination per benchmark: table and bars equal report.json
+        c = rep["contaminations"][0]
+        for name, b in c["benchmarks"].items():
+            row = page.locator(f'#contam-0 tr[data-benchmark="{name}"]')
+            for k in ("items", "items_found", "docs_removed"):
+                assert num(row.locator(f'td[data-k="{k}"]').inner_text()) == b[k], (name, k)
+            assert num(row.locator('td[data-k="pct_touched"]').inner_text()) == round(b["pct_touched"], 2)
+            bar = page.locator(f'#chart-contam-0 rect.bar[data-label="{name}"]')
+            assert float(bar.get_attribute("data-value")) == b["pct_touched"]
+            assert (float(bar.get_attribute("width")) > 0) == (b["items_found"] > 0)
+        # tokens by source before and after the mix, and the sources table
+        x = rep["exports"][0]
+        for s in x["sources"]:
+            for cls, key in (("bar-a", "tokens_before"), ("bar-b", "tokens_after")):
+                bar = page.locator(f'#chart-tokens-0 rect.{cls}[data-label="{s["source"]}"]')
+                assert float(bar.get_attribute("data-value")) == s[key]
+                assert float(bar.get_attribute("width")) > 0
+            row = page.locator(f'#export-0 .sources-table tr[data-source="{s["source"]}"]')
+            for k in ("weight", "docs_before", "docs_after", "tokens_before", "tokens_after"):
+                assert num(row.locator(f'td[data-k="{k}"]').inner_text()) == s[k], (s["source"], k)
+        assert num(page.inner_text('#export-0 .output-table td[data-k="tokens"]')) == x["tokens"]
+        assert page.locator("#export-0 .shards-table tbody tr").count() == len(x["shards"])
+        assert page.inner_text('#export-0 .tokenizer-table td[data-k="engine"]') == x["tokenizer"]["engine"]
+        page.screenshot(path=str(_artifacts() / "run_report.png"), full_page=True)
 
-            # the decontam stage's own page, reached through the link, renders offline too
-            page.click('#stages-table tr[data-label="decontam"] a:text("decontam report")')
-            page.wait_for_selector("body[data-ready=true]", timeout=15_000)
-            assert _num(page.inner_text("#kpi-docs-removed")) == c["docs_removed"]
-        finally:
-            browser.close()
+        # the decontam stage's own page, reached through the link, renders offline too
+        page.click('#stages-table tr[data-label="decontam"] a:text("decontam report")')
+        page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+        assert num(page.inner_text("#kpi-docs-removed")) == c["docs_removed"]
     assert problems == []
     assert [u for u in requests if not u.startswith("file://")] == []

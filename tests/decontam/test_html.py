@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from corpus.cli import main
 from decontam import report as rp
 from decontam.html import render_html
+from tests.browser import CHROMIUM, num, offline_page
 from tests.decontam.report_fixtures import (  # noqa: F401  (fixtures)
     report_dir, report_dir_b, report_scenario,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
 PAYLOAD = "</script><script>window.__injected = 1</script><img src=x onerror=window.__injected=2>"
 
 
@@ -104,80 +104,61 @@ def test_html_into_missing_folder(report_dir: Path, tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- real browser
-def _num(text: str) -> float:
-    return float(text.replace(",", "").replace("%", "").strip())
-
-
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 def test_page_in_headless_chromium(report_dir_b: Path, tmp_path: Path, repo_root: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     inject_payload(report_dir_b)
     page_path = write_page(report_dir_b, tmp_path / "report.html")
     summary = json.loads((report_dir_b / "summary.json").read_text())
-    problems: list[str] = []
-    requests: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-                    if m.type in ("error", "warning") else None)
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(page_path.as_uri())
-            page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+    with offline_page(1400, 1000) as (page, problems, requests):
+        page.goto(page_path.as_uri())
+        page.wait_for_selector("body[data-ready=true]", timeout=15_000)
 
-            # headline counts equal summary.json
-            assert _num(page.inner_text("#kpi-docs-in")) == summary["docs_in"]
-            assert _num(page.inner_text("#kpi-docs-kept")) == summary["docs_kept"]
-            assert _num(page.inner_text("#kpi-docs-removed")) == summary["docs_removed"]
-            # the summary table: one row per benchmark with the summary's numbers
-            for name, b in summary["benchmarks"].items():
-                row = page.locator(f'#summary-table tr[data-benchmark="{name}"]')
-                for key in ("items", "items_found", "docs_removed", "unchecked_short_items"):
-                    assert _num(row.locator(f'td[data-k="{key}"]').inner_text()) == b[key], (name, key)
-                assert _num(row.locator('td[data-k="pct_touched"]').inner_text()) == round(b["pct_touched"], 2)
-            # the bar chart drew one bar per benchmark with the items found
-            bars = page.locator("#chart-benchmarks rect.bar-found")
-            assert bars.count() == len(summary["benchmarks"])
-            for i in range(bars.count()):
-                name = bars.nth(i).get_attribute("data-benchmark")
-                assert int(bars.nth(i).get_attribute("data-value")) == summary["benchmarks"][name]["items_found"]
-                assert float(bars.nth(i).get_attribute("width")) > 0
-            assert page.get_attribute("#chart-benchmarks", "data-drawn") == "true"
-            # the histogram's bars add up to the summary's counts
-            assert page.get_attribute("#chart-lcs", "data-drawn") == "true"
-            values = [int(v) for v in page.eval_on_selector_all(
-                "#chart-lcs rect.hist-bar", "els => els.map(e => e.getAttribute('data-value'))")]
-            assert sum(values) == sum(summary["lcs_histogram"]["counts"]) == 4
-            heights = page.eval_on_selector_all("#chart-lcs rect.hist-bar", "els => els.map(e => e.getBBox().height)")
-            assert sum(1 for h in heights if h > 0) == 3  # two tiers in the 0.9 bin, one exact in 0.6
-            assert page.locator("#chart-lcs line.thr").count() == 1
-            # top domains and the unchecked items
-            assert page.locator("#domains-table tbody tr").count() == len(summary["by_domain"])
-            assert "12, 345, 4011" in page.inner_text("#unchecked")
-            # pairs: all shown, highlighted, searchable
-            assert page.get_attribute("#pair-count", "data-shown") == "4"
-            assert page.locator("#pairs mark").count() >= 4
-            assert page.locator("#pairs mark.fuzzy").count() >= 2
-            page.fill("#pair-search", "merry-go-round")
-            assert page.get_attribute("#pair-count", "data-shown") == "1"
-            page.fill("#pair-search", "")
-            page.select_option("#pair-tier", "exact")
-            assert page.get_attribute("#pair-count", "data-shown") == "3"
-            page.check("#pair-removed")
-            assert page.get_attribute("#pair-count", "data-shown") == "2"
-            page.uncheck("#pair-removed")
-            page.select_option("#pair-tier", "")
-            # markup in a document is shown as text, never run
-            assert page.evaluate("window.__injected") is None
-            assert PAYLOAD in page.inner_text("#pairs")
-            page.screenshot(path=str(artifacts_dir(repo_root) / "decontam_report.png"), full_page=True)
-        finally:
-            browser.close()
+        # headline counts equal summary.json
+        assert num(page.inner_text("#kpi-docs-in")) == summary["docs_in"]
+        assert num(page.inner_text("#kpi-docs-kept")) == summary["docs_kept"]
+        assert num(page.inner_text("#kpi-docs-removed")) == summary["docs_removed"]
+        # the summary table: one row per benchmark with the summary's numbers
+        for name, b in summary["benchmarks"].items():
+            row = page.locator(f'#summary-table tr[data-benchmark="{name}"]')
+            for key in ("items", "items_found", "docs_removed", "unchecked_short_items"):
+                assert num(row.locator(f'td[data-k="{key}"]').inner_text()) == b[key], (name, key)
+            assert num(row.locator('td[data-k="pct_touched"]').inner_text()) == round(b["pct_touched"], 2)
+        # the bar chart drew one bar per benchmark with the items found
+        bars = page.locator("#chart-benchmarks rect.bar-found")
+        assert bars.count() == len(summary["benchmarks"])
+        for i in range(bars.count()):
+            name = bars.nth(i).get_attribute("data-benchmark")
+            assert int(bars.nth(i).get_attribute("data-value")) == summary["benchmarks"][name]["items_found"]
+            assert float(bars.nth(i).get_attribute("width")) > 0
+        assert page.get_attribute("#chart-benchmarks", "data-drawn") == "true"
+        # the histogram's bars add up to the summary's counts
+        assert page.get_attribute("#chart-lcs", "data-drawn") == "true"
+        values = [int(v) for v in page.eval_on_selector_all(
+            "#chart-lcs rect.hist-bar", "els => els.map(e => e.getAttribute('data-value'))")]
+        assert sum(values) == sum(summary["lcs_histogram"]["counts"]) == 4
+        heights = page.eval_on_selector_all("#chart-lcs rect.hist-bar", "els => els.map(e => e.getBBox().height)")
+        assert sum(1 for h in heights if h > 0) == 3  # two tiers in the 0.9 bin, one exact in 0.6
+        assert page.locator("#chart-lcs line.thr").count() == 1
+        # top domains and the unchecked items
+        assert page.locator("#domains-table tbody tr").count() == len(summary["by_domain"])
+        assert "12, 345, 4011" in page.inner_text("#unchecked")
+        # pairs: all shown, highlighted, searchable
+        assert page.get_attribute("#pair-count", "data-shown") == "4"
+        assert page.locator("#pairs mark").count() >= 4
+        assert page.locator("#pairs mark.fuzzy").count() >= 2
+        page.fill("#pair-search", "merry-go-round")
+        assert page.get_attribute("#pair-count", "data-shown") == "1"
+        page.fill("#pair-search", "")
+        page.select_option("#pair-tier", "exact")
+        assert page.get_attribute("#pair-count", "data-shown") == "3"
+        page.check("#pair-removed")
+        assert page.get_attribute("#pair-count", "data-shown") == "2"
+        page.uncheck("#pair-removed")
+        page.select_option("#pair-tier", "")
+        # markup in a document is shown as text, never run
+        assert page.evaluate("window.__injected") is None
+        assert PAYLOAD in page.inner_text("#pairs")
+        page.screenshot(path=str(artifacts_dir(repo_root) / "decontam_report.png"), full_page=True)
     assert problems == []
     assert [u for u in requests if not u.startswith("file://")] == []

@@ -193,36 +193,25 @@ def test_judge_tier_selects_candidates_and_reports_exactly(judge: FakeOpenAI, sf
 
 def check_html_in_chromium(rep: Path, page_path: Path, summary: dict[str, Any]) -> None:
     """The HTML report shows the judge tier: its line, the tier filter, verdicts and answers; no network."""
-    from playwright.sync_api import sync_playwright
+    from tests.browser import offline_page
 
     code, _, err = run(["decontam", "report", str(rep), "--html", str(page_path)])
     assert code == 0, err
-    problems: list[str] = []
-    requests: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page()
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(page_path.as_uri())
-            page.wait_for_selector("body[data-ready=true]", timeout=15_000)
-            rules = page.inner_text("#rules")
-            assert "judge tier: 1 of 6 pairs confirmed" in rules
-            assert ("judge tier (reword@v1, judge-m): 6 pairs judged: 1 contaminated, 3 clean, 2 judge_error (never "
-                    "counted clean); 6 calls sent, 0 from cache") in rules
-            page.select_option("#pair-tier", "judge")
-            assert page.get_attribute("#pair-count", "data-shown") == "6"
-            assert page.locator("#pairs .tag.verdict.judge_error").count() == 2
-            assert page.locator("#pairs .tag.verdict.contaminated").count() == 1
-            answers = page.eval_on_selector_all("#pairs .answer", "els => els.map(e => e.textContent)")
-            assert "judge answer: Both are about horses, I think." in answers
-            assert "judge answer: (no answer: the call failed)" in answers
-            assert int(page.inner_text("#kpi-docs-removed")) == summary["docs_removed"]
-        finally:
-            browser.close()
+    with offline_page(console=False) as (page, problems, requests):
+        page.goto(page_path.as_uri())
+        page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+        rules = page.inner_text("#rules")
+        assert "judge tier: 1 of 6 pairs confirmed" in rules
+        assert ("judge tier (reword@v1, judge-m): 6 pairs judged: 1 contaminated, 3 clean, 2 judge_error (never "
+                "counted clean); 6 calls sent, 0 from cache") in rules
+        page.select_option("#pair-tier", "judge")
+        assert page.get_attribute("#pair-count", "data-shown") == "6"
+        assert page.locator("#pairs .tag.verdict.judge_error").count() == 2
+        assert page.locator("#pairs .tag.verdict.contaminated").count() == 1
+        answers = page.eval_on_selector_all("#pairs .answer", "els => els.map(e => e.textContent)")
+        assert "judge answer: Both are about horses, I think." in answers
+        assert "judge answer: (no answer: the call failed)" in answers
+        assert int(page.inner_text("#kpi-docs-removed")) == summary["docs_removed"]
     assert problems == []
     assert all(u.startswith("file://") for u in requests), requests
 
